@@ -1,0 +1,85 @@
+"""The Langevin moves agree with BlackJAX, and the step-size convention is pinned."""
+
+import blackjax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from blackjax.sgmcmc import diffusions
+from conftest import MODELS
+
+import lktd_ppl
+from lktd_ppl.filter import InnerNoise, LKTDState, SamplerConfig, inner_step
+from lktd_ppl.langevin import gaussian_noise, langevin_step, sghmc_step
+
+
+def test_explicit_noise_equals_blackjax_sgld():
+    key = jax.random.key(0)
+    pos = (jnp.arange(3.0), jnp.ones((2, 2)))
+    grad = (jnp.array([1.0, -2.0, 0.5]), -jnp.ones((2, 2)))
+    sgld = blackjax.sgld(lambda p, batch: grad)
+    expected = sgld.step(key, pos, None, 0.01)
+    ours_key = langevin_step(pos, grad, 0.01, key=key)
+    ours_noise = langevin_step(pos, grad, 0.01, noise=gaussian_noise(key, pos))
+    for e, a, b in zip(
+        jax.tree.leaves(expected),
+        jax.tree.leaves(ours_key),
+        jax.tree.leaves(ours_noise),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(e, a)
+        np.testing.assert_allclose(e, b, rtol=1e-6, atol=1e-7)
+
+
+def test_sghmc_explicit_noise_equals_blackjax_and_official_form():
+    key = jax.random.key(1)
+    x, u, g = jnp.array([0.3, -0.2]), jnp.array([0.01, 0.02]), jnp.array([1.0, -1.0])
+    eta, beta = 1e-3, 0.1
+    z = gaussian_noise(key, x)
+    a = sghmc_step(x, u, g, eta, beta, key=key)
+    b = sghmc_step(x, u, g, eta, beta, noise=z)
+    for p, q in zip(a, b, strict=True):
+        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-8)
+    # BlackJAX's own integrator, called directly, in its own variables
+    h = np.sqrt(eta)
+    xb, pb = diffusions.sghmc(alpha=beta / h)(key, x, u / h, g, h)
+    np.testing.assert_allclose(a[0], xb, rtol=1e-6)
+    # official form: u' = (1 - beta) u + eta g + sqrt(2 beta eta) z; the position uses the old u
+    np.testing.assert_allclose(
+        b[1], (1 - beta) * u + eta * g + np.sqrt(2 * beta * eta) * z, rtol=1e-5
+    )
+    np.testing.assert_allclose(b[0], x + u, rtol=1e-6)
+
+
+def test_langevin_stationary_variance_pins_the_convention():
+    """x + h grad + sqrt(2h) z on N(0, 1): the variance is 1/(1 - h/2) (a sqrt(h) noise would give 1/2)."""
+    h = 0.05
+
+    def body(x, key):
+        x = langevin_step(x, -x, h, key=key)
+        return x, x
+
+    _, xs = jax.lax.scan(body, jnp.zeros(1000), jax.random.split(jax.random.key(2), 4000))
+    var = float(jnp.var(xs[500:]))
+    assert abs(var - 1 / (1 - h / 2)) < 0.02, var
+
+
+def test_lktd_forecast_uses_half_eps_times_n_over_N():
+    """One inner step on the regression model, by hand: drift (eps/2)(n/N) grad, noise var eps n/N."""
+    rng = np.random.default_rng(0)
+    n, d, N, alpha, eps = 8, 2, 80.0, 0.9, 1e-2
+    batch = {"x": jnp.asarray(rng.normal(size=(n, d)), jnp.float32), "y": jnp.zeros(n)}
+    model = lktd_ppl.load_model(f"{MODELS}/linear_regression.py:model")
+    ssm = lktd_ppl.from_numpyro(model, batch)
+    cfg = SamplerConfig(pseudo_population=N, alpha=alpha)
+    theta, xi = jnp.array([0.5, -1.0]), jnp.asarray(rng.normal(size=n), jnp.float32)
+    c = N / n
+    x = np.asarray(batch["x"])
+    g_theta = (
+        -np.asarray(theta) / 100.0 + c * x.T @ (np.asarray(xi) - x @ np.asarray(theta)) / alpha
+    )
+    zero = InnerNoise(jnp.zeros(d), jnp.zeros(n), jnp.zeros(n))
+    out = inner_step(ssm, cfg, LKTDState(theta, xi), batch, eps, noise=zero)
+    np.testing.assert_allclose(out.position - theta, 0.5 * eps / c * g_theta, rtol=1e-4)
+    unit = zero._replace(theta=jnp.array([1.0, 0.0]))
+    moved = inner_step(ssm, cfg, LKTDState(theta, xi), batch, eps, noise=unit)
+    np.testing.assert_allclose(moved.position[0] - out.position[0], np.sqrt(eps / c), rtol=1e-4)

@@ -1,0 +1,61 @@
+"""The annealed spike-and-slab prior: NumPyro's gradient against the closed form, lambda's schedule."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import MODELS
+from scipy.stats import norm
+
+import lktd_ppl
+from lktd_ppl.priors import annealed_lambda, spike_and_slab
+
+
+def closed_form_grad(theta, lam, s1=0.5, s0=0.05):
+    n1, n0 = lam * norm.pdf(theta, 0, s1), (1 - lam) * norm.pdf(theta, 0, s0)
+    return -(n1 * theta / s1**2 + n0 * theta / s0**2) / (n1 + n0)
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.9, 0.5])
+def test_spike_and_slab_gradient_equals_closed_form(lam):
+    theta = np.linspace(-1.0, 1.0, 41)
+    grad = jax.vmap(jax.grad(lambda t: spike_and_slab(jnp.float32(lam)).log_prob(t)))(
+        jnp.asarray(theta, jnp.float32)
+    )
+    np.testing.assert_allclose(grad, closed_form_grad(theta, lam), rtol=2e-4, atol=2e-4)
+
+
+def test_lambda_schedule():
+    stages = jnp.array([0, 2500, 5000, 10_000, 50_000])
+    np.testing.assert_allclose(annealed_lambda(stages), [1.0, 0.875, 0.75, 0.5, 0.5], atol=1e-7)
+
+
+def _rl_batch(n=5, stage=0):
+    rng = np.random.default_rng(0)
+    return {
+        "obs": rng.random((n, 2), dtype=np.float32),
+        "action": rng.integers(4, size=n),
+        "reward": -np.ones(n, np.float32),
+        "next_obs": rng.random((n, 2), dtype=np.float32),
+        "next_action": rng.integers(4, size=n),
+        "terminated": np.zeros(n, np.float32),
+        "next_mask": np.ones((n, 4), np.int8),
+        "stage": jnp.int32(stage),
+    }
+
+
+def test_model_prior_follows_the_stage():
+    """log pi(theta) of the escape model equals the sum of closed-form mixture densities with
+    lambda(stage), and its gradient the closed-form gradient."""
+    model = lktd_ppl.load_model(f"{MODELS}/mlp_q.py:sarsa_spike_slab")
+    ssm = lktd_ppl.from_numpyro(model, _rl_batch())
+    assert ssm.p == 2 * 32 + 32 + 32 * 32 + 32 + 32 * 4 + 4  # 1284, the paper's network
+    theta = 0.1 * jax.random.normal(jax.random.key(0), (ssm.p,))
+    for stage in [0, 5000, 20_000]:
+        lam = float(annealed_lambda(stage))
+        batch = _rl_batch(stage=stage)
+        t = np.asarray(theta, np.float64)
+        expected = np.sum(np.log(lam * norm.pdf(t, 0, 0.5) + (1 - lam) * norm.pdf(t, 0, 0.05)))
+        np.testing.assert_allclose(ssm.log_prior(theta, batch), expected, rtol=1e-5)
+        grad = jax.grad(ssm.log_prior)(theta, batch)
+        np.testing.assert_allclose(grad, closed_form_grad(t, lam), rtol=1e-3, atol=1e-3)
