@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from lktd_ppl.langevin import langevin_step
+from lktd_ppl.langevin import langevin_step, standard_normal
 from lktd_ppl.ssm import Batch, Measurement, StateSpaceModel
 
 
@@ -70,6 +70,18 @@ class InnerNoise(NamedTuple):
     theta: jax.Array
     xi: jax.Array
     v: jax.Array
+
+
+def split_noise(z: jax.Array, state: LKTDState) -> InnerNoise:
+    """Cut one flat standard-normal vector of size p + 2 n into the inputs of an inner step."""
+    p, m = state.position.size, state.xi.size
+    shape = state.xi.shape
+    return InnerNoise(z[:p], z[p : p + m].reshape(shape), z[p + m :].reshape(shape))
+
+
+def noise_size(state: LKTDState) -> int:
+    """Number of standard normals one inner step consumes: p (theta) + n (xi) + n (v)."""
+    return state.position.size + 2 * state.xi.size
 
 
 class StageInfo(NamedTuple):
@@ -122,17 +134,13 @@ def inner_step(
     c = config.pseudo_population / n
     (g_theta, g_xi), meas = augmented_drift(ssm, config, state, batch)
     h_step = 0.5 * eps / c
-    phi = (state.position, state.xi)
     if noise is None:
-        key_f, key_v = jax.random.split(key)
-        theta, xi = langevin_step(phi, (g_theta, g_xi), h_step, key=key_f)
-        v = jax.random.normal(key_v, state.xi.shape, state.xi.dtype)
-    else:
-        theta, xi = langevin_step(phi, (g_theta, g_xi), h_step, noise=(noise.theta, noise.xi))
-        v = noise.v
+        noise = split_noise(standard_normal(key, (noise_size(state),)), state)
+    phi = (state.position, state.xi)
+    theta, xi = langevin_step(phi, (g_theta, g_xi), h_step, (noise.theta, noise.xi))
     r_var = analysis_r_factor * (1.0 - config.alpha) * _scale(meas)
     gain = eps / (eps + r_var)
-    xi = xi + gain * (meas.value - xi - jnp.sqrt(r_var / c) * v)
+    xi = xi + gain * (meas.value - xi - jnp.sqrt(r_var / c) * noise.v)
     return LKTDState(theta, xi)
 
 
@@ -145,7 +153,7 @@ def gibbs_xi(
     n = meas.value.size
     c = config.pseudo_population / n
     if z is None:
-        z = jax.random.normal(key, meas.value.shape, meas.value.dtype)
+        z = standard_normal(key, meas.value.shape, meas.value.dtype)
     a = config.alpha
     mean = a * meas.value + (1.0 - a) * meas.loc
     return mean + jnp.sqrt(a * (1.0 - a) * _scale(meas) / c) * z
@@ -158,8 +166,16 @@ def gaussian_loglik(meas: Measurement) -> jax.Array:
 
 
 class Kernel(NamedTuple):
+    """``init(position) -> state``; ``step(key, state, batch, noise=None) -> (state, StageInfo)``.
+
+    ``noise``, if given, is the flat vector of ``noise_size`` standard normals that one stage
+    consumes (else it is drawn from ``key``).  Drawing it for many stages at once, outside the
+    stage loop, is about 1.5x cheaper per number on CPU than drawing it per stage.
+    """
+
     init: Callable[..., Any]
     step: Callable[..., Any]
+    noise_size: int
 
 
 def lktd(ssm: StateSpaceModel, config: SamplerConfig) -> Kernel:
@@ -174,21 +190,30 @@ def lktd(ssm: StateSpaceModel, config: SamplerConfig) -> Kernel:
     def init(position: jax.Array) -> LKTDState:
         return LKTDState(position, jnp.zeros(ssm.obs_shape, position.dtype))
 
-    def step(key: jax.Array, state: LKTDState, batch: Batch) -> tuple[LKTDState, StageInfo]:
-        key_gibbs, key_inner = jax.random.split(key)
+    m = ssm.obs_size
+    per_step = ssm.p + 2 * m
+    total = m + config.kappa * per_step  # the Gibbs draw, then kappa inner steps
+
+    def step(
+        key: jax.Array, state: LKTDState, batch: Batch, noise: jax.Array | None = None
+    ) -> tuple[LKTDState, StageInfo]:
+        if noise is None:  # the whole stage's noise in one draw: cheaper than one per step
+            noise = standard_normal(key, (total,), state.position.dtype)
         log_prior, meas = ssm.prior_and_measure(state.position, batch)
-        state = LKTDState(state.position, gibbs_xi(config, meas, key_gibbs))
+        z_gibbs = noise[:m].reshape(ssm.obs_shape)
+        state = LKTDState(state.position, gibbs_xi(config, meas, None, z=z_gibbs))
 
         def body(s, xs):
-            k, key_k = xs
+            k, z_k = xs
             eps = config.schedule(config.step_size, k)
-            return inner_step(ssm, config, s, batch, eps, key=key_k), None
+            return inner_step(ssm, config, s, batch, eps, noise=split_noise(z_k, s)), None
 
         ks = jnp.arange(1, config.kappa + 1)
-        state, _ = jax.lax.scan(body, state, (ks, jax.random.split(key_inner, config.kappa)))
+        z_inner = noise[m:].reshape(config.kappa, per_step)
+        state, _ = jax.lax.scan(body, state, (ks, z_inner))
         return state, StageInfo(log_prior, gaussian_loglik(meas))
 
-    return Kernel(init, step)
+    return Kernel(init, step, total)
 
 
 # -- the exact-gain LEnKF step (dense K), for small models and the Lemma-1 check -------------------
@@ -210,7 +235,7 @@ def exact_gain_step(
     (g_theta, g_xi), meas = augmented_drift(ssm, config, state, batch)
     h_step = 0.5 * eps / c
     theta, xi = langevin_step(
-        (state.position, state.xi), (g_theta, g_xi), h_step, noise=(noise.theta, noise.xi)
+        (state.position, state.xi), (g_theta, g_xi), h_step, (noise.theta, noise.xi)
     )
     p = theta.size
     phi = jnp.concatenate([theta, xi.ravel()])

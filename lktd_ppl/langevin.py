@@ -5,37 +5,52 @@ with step size eps on a target tempered by pseudo-population N over a minibatch 
 ``h = (eps / 2) * (n / N)`` with ``grad`` the gradient of the *tempered* log-target
 ``log pi + (N / n) * log lik``.  (Trap: BlackJAX's step size is the paper's eps/2 times n/N.)
 
-Each move takes either a PRNG key (then BlackJAX draws the noise) or the standard-normal noise
-itself (tests compare steps exactly that way); ``tests/test_langevin.py`` pins that both agree.
+Each move takes the standard-normal noise as an explicit input (tests compare steps exactly that
+way); ``tests/test_langevin.py`` pins that, given the same noise, they equal BlackJAX's kernels
+(``blackjax.sgld`` and ``blackjax.sgmcmc.diffusions.sghmc``) to the last bit.
+
+The noise comes from :func:`standard_normal`: Threefry bits from XLA's ``RngBitGenerator``, turned
+into normals by the inverse error function as ``jax.random.normal`` does.  On CPU it is about 5x
+faster than ``jax.random.normal`` (whose Threefry is assembled from many small XLA ops), and the
+noise is most of a naive LKTD step's cost (``experiments/bench_inner_step.py``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from blackjax.sgmcmc import diffusions
 from blackjax.util import generate_gaussian_noise
+from jax import lax
 
 Tree = Any
 
 
-def gaussian_noise(key: jax.Array, like: Tree) -> Tree:
+def blackjax_noise(key: jax.Array, like: Tree) -> Tree:
     """Standard normal noise shaped like ``like``, drawn exactly as BlackJAX draws it."""
     return generate_gaussian_noise(key, like)
 
 
-def langevin_step(
-    position: Tree,
-    grad: Tree,
-    step_size: jax.Array,
-    key: jax.Array | None = None,
-    noise: Tree | None = None,
-) -> Tree:
-    """One overdamped Langevin (SGLD) step in BlackJAX's convention."""
-    if noise is None:
-        return diffusions.overdamped_langevin()(key, position, grad, step_size)
+def standard_normal(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    """N(0, 1) draws from a jax.random key: XLA's Threefry RngBitGenerator + inverse erf."""
+    counter = jnp.zeros(2, jnp.uint32)
+    state = jnp.concatenate([jax.random.key_data(key).ravel()[:2], counter])
+    size = max(1, math.prod(shape))
+    _, bits = lax.rng_bit_generator(
+        state, (size,), dtype=jnp.uint32, algorithm=lax.RandomAlgorithm.RNG_THREE_FRY
+    )
+    # 23 random mantissa bits -> uniform in [1, 2) -> (-1, 1) -> sqrt(2) erfinv
+    u = lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32) - 1.0
+    u = jnp.maximum(jnp.nextafter(jnp.float32(-1.0), jnp.float32(0.0)), 2.0 * u - 1.0)
+    z = jnp.float32(math.sqrt(2.0)) * lax.erf_inv(u)
+    # materialise once: otherwise XLA may fuse (and so repeat) the generator into every consumer
+    return lax.optimization_barrier(z[: math.prod(shape)].reshape(shape).astype(dtype))
+
+
+def langevin_step(position: Tree, grad: Tree, step_size: jax.Array, noise: Tree) -> Tree:
+    """One overdamped Langevin (SGLD) step in BlackJAX's convention, given N(0, 1) ``noise``."""
     scale = jnp.sqrt(2.0 * step_size)
     return jax.tree.map(lambda x, g, z: x + step_size * g + scale * z, position, grad, noise)
 
@@ -46,8 +61,7 @@ def sghmc_step(
     grad: Tree,
     eta: jax.Array,
     friction: float,
-    key: jax.Array | None = None,
-    noise: Tree | None = None,
+    noise: Tree,
 ) -> tuple[Tree, Tree]:
     """One SGHMC step in the official code's parametrisation, through BlackJAX's integrator.
 
@@ -61,12 +75,9 @@ def sghmc_step(
     """
     h = jnp.sqrt(eta)
     momentum = jax.tree.map(lambda u: u / h, velocity)
-    if noise is None:
-        position, momentum = diffusions.sghmc(alpha=friction / h)(key, position, momentum, grad, h)
-    else:
-        position = jax.tree.map(lambda x, m: x + h * m, position, momentum)
-        scale = jnp.sqrt(2.0 * friction)  # = sqrt(h * (2 alpha)) with alpha = friction / h
-        momentum = jax.tree.map(
-            lambda m, g, z: (1.0 - friction) * m + h * g + scale * z, momentum, grad, noise
-        )
+    position = jax.tree.map(lambda x, m: x + h * m, position, momentum)
+    scale = jnp.sqrt(2.0 * friction)  # = sqrt(h * 2 alpha) with BlackJAX's alpha = friction / h
+    momentum = jax.tree.map(
+        lambda m, g, z: (1.0 - friction) * m + h * g + scale * z, momentum, grad, noise
+    )
     return position, jax.tree.map(lambda m: h * m, momentum)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from lktd_ppl.filter import Kernel, SamplerConfig, StageInfo
-from lktd_ppl.langevin import langevin_step, sghmc_step
+from lktd_ppl.langevin import langevin_step, sghmc_step, standard_normal
 from lktd_ppl.ssm import Batch, StateSpaceModel
 
 
@@ -48,34 +48,44 @@ def _eta(config: SamplerConfig, ssm: StateSpaceModel, k: jax.Array) -> jax.Array
     return config.schedule(config.step_size, k) * ssm.obs_size / config.pseudo_population
 
 
+def _noise(key, noise, position):
+    return standard_normal(key, position.shape, position.dtype) if noise is None else noise
+
+
 def sgld_inner_step(ssm, config, state, batch, k, key=None, noise=None) -> SGLDState:
+    """One SGLD step at inner index k; ``noise`` (N(0, 1), theta's shape) replaces ``key``."""
     g, _ = tempered_grad(ssm, config, state.position, batch)
     h = 0.5 * _eta(config, ssm, k)
-    return SGLDState(langevin_step(state.position, g, h, key=key, noise=noise))
+    return SGLDState(langevin_step(state.position, g, h, _noise(key, noise, state.position)))
 
 
 def sghmc_inner_step(ssm, config, state, batch, k, key=None, noise=None) -> SGHMCState:
+    """One SGHMC step at inner index k; ``noise`` (N(0, 1), theta's shape) replaces ``key``."""
     g, _ = tempered_grad(ssm, config, state.position, batch)
     eta = _eta(config, ssm, k)
-    pos, vel = sghmc_step(
-        state.position, state.velocity, g, eta, config.friction, key=key, noise=noise
-    )
+    z = _noise(key, noise, state.position)
+    pos, vel = sghmc_step(state.position, state.velocity, g, eta, config.friction, z)
     return SGHMCState(pos, vel)
 
 
 def _stage_kernel(ssm, config, init, inner) -> Kernel:
-    def step(key: jax.Array, state, batch: Batch):
+    total = config.kappa * ssm.p
+
+    def step(key: jax.Array, state, batch: Batch, noise: jax.Array | None = None):
+        if noise is None:  # one draw per stage
+            noise = standard_normal(key, (total,), state.position.dtype)
         lp, ll = ssm.prior_and_loglik(state.position, batch)
 
         def body(s, xs):
-            k, key_k = xs
-            return inner(ssm, config, s, batch, k, key=key_k), None
+            k, noise_k = xs
+            return inner(ssm, config, s, batch, k, noise=noise_k), None
 
         ks = jnp.arange(1, config.kappa + 1)
-        state, _ = jax.lax.scan(body, state, (ks, jax.random.split(key, config.kappa)))
+        z = noise.reshape(config.kappa, ssm.p)
+        state, _ = jax.lax.scan(body, state, (ks, z))
         return state, StageInfo(lp, ll)
 
-    return Kernel(init, step)
+    return Kernel(init, step, total)
 
 
 def sgld(ssm: StateSpaceModel, config: SamplerConfig) -> Kernel:

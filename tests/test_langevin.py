@@ -9,7 +9,7 @@ from conftest import MODELS
 
 import lktd_ppl
 from lktd_ppl.filter import InnerNoise, LKTDState, SamplerConfig, inner_step
-from lktd_ppl.langevin import gaussian_noise, langevin_step, sghmc_step
+from lktd_ppl.langevin import blackjax_noise, langevin_step, sghmc_step, standard_normal
 
 
 def test_explicit_noise_equals_blackjax_sgld():
@@ -17,32 +17,23 @@ def test_explicit_noise_equals_blackjax_sgld():
     pos = (jnp.arange(3.0), jnp.ones((2, 2)))
     grad = (jnp.array([1.0, -2.0, 0.5]), -jnp.ones((2, 2)))
     sgld = blackjax.sgld(lambda p, batch: grad)
-    expected = sgld.step(key, pos, None, 0.01)
-    ours_key = langevin_step(pos, grad, 0.01, key=key)
-    ours_noise = langevin_step(pos, grad, 0.01, noise=gaussian_noise(key, pos))
-    for e, a, b in zip(
-        jax.tree.leaves(expected),
-        jax.tree.leaves(ours_key),
-        jax.tree.leaves(ours_noise),
-        strict=True,
-    ):
+    expected = jax.jit(sgld.step)(key, pos, None, 0.01)
+    ours = jax.jit(langevin_step)(pos, grad, 0.01, blackjax_noise(key, pos))
+    for e, a in zip(jax.tree.leaves(expected), jax.tree.leaves(ours), strict=True):
         np.testing.assert_array_equal(e, a)
-        np.testing.assert_allclose(e, b, rtol=1e-6, atol=1e-7)
 
 
 def test_sghmc_explicit_noise_equals_blackjax_and_official_form():
     key = jax.random.key(1)
     x, u, g = jnp.array([0.3, -0.2]), jnp.array([0.01, 0.02]), jnp.array([1.0, -1.0])
     eta, beta = 1e-3, 0.1
-    z = gaussian_noise(key, x)
-    a = sghmc_step(x, u, g, eta, beta, key=key)
-    b = sghmc_step(x, u, g, eta, beta, noise=z)
-    for p, q in zip(a, b, strict=True):
-        np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-8)
-    # BlackJAX's own integrator, called directly, in its own variables
+    z = blackjax_noise(key, x)
+    b = sghmc_step(x, u, g, eta, beta, z)
+    # BlackJAX's own integrator, called directly, in its own variables (momentum u / h)
     h = np.sqrt(eta)
     xb, pb = diffusions.sghmc(alpha=beta / h)(key, x, u / h, g, h)
-    np.testing.assert_allclose(a[0], xb, rtol=1e-6)
+    np.testing.assert_allclose(b[0], xb, rtol=1e-6)
+    np.testing.assert_allclose(b[1], h * pb, rtol=1e-5, atol=1e-9)
     # official form: u' = (1 - beta) u + eta g + sqrt(2 beta eta) z; the position uses the old u
     np.testing.assert_allclose(
         b[1], (1 - beta) * u + eta * g + np.sqrt(2 * beta * eta) * z, rtol=1e-5
@@ -55,12 +46,23 @@ def test_langevin_stationary_variance_pins_the_convention():
     h = 0.05
 
     def body(x, key):
-        x = langevin_step(x, -x, h, key=key)
+        x = langevin_step(x, -x, h, standard_normal(key, x.shape))
         return x, x
 
     _, xs = jax.lax.scan(body, jnp.zeros(1000), jax.random.split(jax.random.key(2), 4000))
     var = float(jnp.var(xs[500:]))
     assert abs(var - 1 / (1 - h / 2)) < 0.02, var
+
+
+def test_standard_normal_moments_and_independence():
+    z = jax.jit(lambda k: standard_normal(k, (400_000,)))(jax.random.key(0))
+    z2 = standard_normal(jax.random.key(1), (400_000,))
+    assert abs(float(z.mean())) < 0.01 and abs(float(z.std()) - 1) < 0.01
+    assert abs(float(jnp.mean(z**4)) - 3) < 0.05  # Gaussian kurtosis
+    assert abs(float(jnp.mean(z < -1.959964)) - 0.025) < 0.002  # tail mass
+    assert abs(float(jnp.corrcoef(z, z2)[0, 1])) < 0.01  # different keys, unrelated streams
+    assert abs(float(jnp.corrcoef(z[:-1], z[1:])[0, 1])) < 0.01
+    assert standard_normal(jax.random.key(0), (3, 2)).shape == (3, 2)
 
 
 def test_lktd_forecast_uses_half_eps_times_n_over_N():

@@ -8,7 +8,7 @@ from conftest import MODELS
 from scipy.stats import norm
 
 import lktd_ppl
-from lktd_ppl.priors import annealed_lambda, spike_and_slab
+from lktd_ppl.priors import annealed_lambda, spike_and_slab, spike_and_slab_mixture
 
 
 def closed_form_grad(theta, lam, s1=0.5, s0=0.05):
@@ -17,12 +17,25 @@ def closed_form_grad(theta, lam, s1=0.5, s0=0.05):
 
 
 @pytest.mark.parametrize("lam", [1.0, 0.9, 0.5])
-def test_spike_and_slab_gradient_equals_closed_form(lam):
+@pytest.mark.parametrize("form", [spike_and_slab, spike_and_slab_mixture])
+def test_spike_and_slab_gradient_equals_closed_form(lam, form):
+    """Both the NumPyro MixtureSameFamily form and the fast form used by the models."""
     theta = np.linspace(-1.0, 1.0, 41)
-    grad = jax.vmap(jax.grad(lambda t: spike_and_slab(jnp.float32(lam)).log_prob(t)))(
+    grad = jax.vmap(jax.grad(lambda t: form(jnp.float32(lam)).log_prob(t)))(
         jnp.asarray(theta, jnp.float32)
     )
     np.testing.assert_allclose(grad, closed_form_grad(theta, lam), rtol=2e-4, atol=2e-4)
+    s1, s0 = 0.5, 0.05
+    density = lam * norm.pdf(theta, 0, s1) + (1 - lam) * norm.pdf(theta, 0, s0)
+    np.testing.assert_allclose(
+        form(jnp.float32(lam)).log_prob(jnp.asarray(theta, jnp.float32)), np.log(density), rtol=1e-5
+    )
+
+
+def test_spike_and_slab_samples():
+    x = spike_and_slab(jnp.float32(0.3)).sample(jax.random.key(0), (200_000,))
+    # variance lam s1^2 + (1 - lam) s0^2
+    assert abs(float(jnp.var(x)) / (0.3 * 0.25 + 0.7 * 0.0025) - 1) < 0.02
 
 
 def test_lambda_schedule():

@@ -56,10 +56,10 @@ def test_minibatch_matches_closed_form(regression_data, exact):
         regression_data,
         key=jax.random.key(1),
         num_chains=4,
-        num_samples=6000,
+        num_samples=10000,
         num_warmup=1000,
         batch_size=50,
-        step_size=2e-4,
+        step_size=5e-4,
     )
     _check(draws(dt, "theta"), exact, mean_sd=0.2, var_tol=0.25)
 
