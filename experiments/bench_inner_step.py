@@ -28,8 +28,8 @@ import lktd_ppl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the shipped models/ folder
 from lktd_ppl.filter import LKTDState, SamplerConfig, inner_step, lktd
-from lktd_ppl.langevin import standard_normal
 from lktd_ppl.nets import take_action
+from lktd_ppl.rng import standard_normal
 
 
 def rl_batch(n: int, key: jax.Array, num_actions: int = 4) -> dict:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lktd_ppl.filter import SamplerConfig, lktd, polynomial_schedule
-from lktd_ppl.langevin import standard_normal
+from lktd_ppl.rng import standard_normal
 from lktd_ppl.samplers import sghmc, sgld
 from lktd_ppl.ssm import STAGE_KEY, Batch, ModelError, from_numpyro, leading_size
 

@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from lktd_ppl.langevin import langevin_step, standard_normal
+from lktd_ppl.langevin import langevin_step
+from lktd_ppl.rng import standard_normal
 from lktd_ppl.ssm import Batch, Measurement, StateSpaceModel
 
 

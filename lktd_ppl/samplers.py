@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from lktd_ppl.filter import Kernel, SamplerConfig, StageInfo
-from lktd_ppl.langevin import langevin_step, sghmc_step, standard_normal
+from lktd_ppl.langevin import langevin_step, sghmc_step
+from lktd_ppl.rng import standard_normal
 from lktd_ppl.ssm import Batch, StateSpaceModel
 
 

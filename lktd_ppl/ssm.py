@@ -178,6 +178,15 @@ class StateSpaceModel:
             ll = jnp.where(site["mask"], ll, 0.0)
         return self._log_prior_from(tr, u, v), jnp.sum(ll)
 
+    def deterministic(self, theta: jax.Array, batch: Batch, name: str) -> jax.Array:
+        """The value of the ``numpyro.deterministic`` site ``name`` (e.g. the Q-values "q")."""
+        tr, _, _ = self._trace(theta, batch)
+        return tr[name]["value"]
+
+    def has_site(self, name: str, batch: Batch, kind: str = "deterministic") -> bool:
+        tr = _trace_eagerly(self.model, batch)
+        return name in tr and tr[name]["type"] == kind
+
     def constrain(self, theta: jax.Array) -> dict[str, jax.Array]:
         """Site values (constrained space) of a flat unconstrained ``theta``."""
         return {k: self.transforms[k](u) for k, u in self.unravel(theta).items()}

@@ -9,7 +9,8 @@ from conftest import MODELS
 
 import lktd_ppl
 from lktd_ppl.filter import InnerNoise, LKTDState, SamplerConfig, inner_step
-from lktd_ppl.langevin import blackjax_noise, langevin_step, sghmc_step, standard_normal
+from lktd_ppl.langevin import blackjax_noise, langevin_step, sghmc_step
+from lktd_ppl.rng import standard_normal
 
 
 def test_explicit_noise_equals_blackjax_sgld():

@@ -1,0 +1,1 @@
+"""Agents: one module per algorithm, all in the escape harness (``harness.py``)."""

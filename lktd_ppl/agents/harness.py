@@ -1,0 +1,399 @@
+"""The escape-room harness every algorithm runs in (spec section 4).
+
+One run: ``total_steps`` environment steps of the JAX twin; epsilon-greedy acting over legal actions
+(1.0 -> 0.01 over the first 10% of steps) on the acting member's Q (a chain for LKTD, drawn per
+episode: Thompson sampling); SARSA transitions whose a' is the action actually taken next (after a
+truncation, a' is drawn at s' by the acting policy) into a FIFO replay buffer; one training stage
+every ``train_every`` steps once ``train_start`` transitions are stored; after the burn-in, every
+member's Q-grid after every stage into a ring buffer of the last ``sample_size`` stages; metrics
+(:mod:`lktd_ppl.metrics`) ``evals_per_window`` times per window, averaged per window on the host.
+
+An algorithm is a :class:`Learner`; ``make_train(config, learner)`` returns ``train(keys)``, which
+runs a Python loop over jitted chunks (one chunk = the steps between two evaluations; progress bar
+and log lines between chunks), vmapped over seeds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lktd_ppl.envs import escape
+from lktd_ppl.envs.truth import q_epsilon_greedy
+from lktd_ppl.metrics import Metrics, greedy_policy_frequency, interval_metrics
+from lktd_ppl.replay import Replay, example_transition
+from lktd_ppl.rng import standard_normal, uniform
+
+NUM_UNIFORMS = 5  # per env step: explore?, which action, the same two for a' at s', member
+
+
+@dataclass(frozen=True)
+class EscapeConfig:
+    """The escape protocol (spec section 4).  Every field is a setting; defaults are the paper's."""
+
+    total_steps: int = 1_000_000
+    size: int = 10
+    reward_noise_sd: float = 0.1
+    max_episode_steps: int = 200
+    gamma: float = 0.9
+    truth_epsilon: float = 0.01  # the truth is Q of the epsilon-greedy optimal policy
+    buffer_size: int = 10_000
+    train_start: int = 1000
+    train_every: int = 10
+    batch_size: int = 100
+    eps_start: float = 1.0
+    eps_end: float = 0.01
+    eps_fraction: float = 0.1
+    burn_in_fraction: float = 0.1
+    sample_size: int = 3000  # stages whose Q-grids are kept
+    window: int = 10_000  # env steps per metrics window
+    evals_per_window: int = 10  # M
+
+    @property
+    def chunk_steps(self) -> int:
+        return self.window // self.evals_per_window
+
+    @property
+    def burn_in_steps(self) -> int:
+        return int(round(self.burn_in_fraction * self.total_steps))
+
+    def validate(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"EscapeConfig: {msg}")
+
+        need(self.total_steps > 0, f"total_steps must be positive, got {self.total_steps}")
+        need(
+            self.window % self.evals_per_window == 0,
+            "window must be a multiple of evals_per_window",
+        )
+        need(
+            self.chunk_steps % self.train_every == 0,
+            f"window/evals_per_window ({self.chunk_steps}) must be a multiple of train_every",
+        )
+        need(
+            self.total_steps % self.chunk_steps == 0, "total_steps must be a multiple of the chunk"
+        )
+        need(
+            self.train_start % self.train_every == 0,
+            "train_start must be a multiple of train_every",
+        )
+        need(self.train_start >= self.batch_size, "train_start must be at least batch_size")
+        need(self.sample_size > 0 and self.batch_size > 0, "sizes must be positive")
+
+
+class Learner(NamedTuple):
+    """What the harness needs from an algorithm.  ``members``: chains, heads, or 1."""
+
+    members: int
+    init: Callable[[jax.Array], Any]
+    q_values: Callable[
+        [Any, jax.Array, jax.Array], jax.Array
+    ]  # (state, member, obs (k,d)) -> (k,A)
+    q_grid: Callable[[Any, jax.Array], jax.Array]  # (state, obs (cells,d)) -> (members, cells, A)
+    update: Callable[[jax.Array, Any, dict], Any]  # (key, state, batch incl. "stage") -> state
+    extra_item: Callable[[jax.Array], dict] | None = None  # per-transition extras (e.g. masks)
+    acting_member: Callable[[jax.Array, Any, jax.Array], jax.Array] | None = None
+
+
+class RunState(NamedTuple):
+    key: jax.Array
+    env: escape.EscapeState
+    obs: jax.Array
+    legal: jax.Array
+    pend: dict  # the last transition, waiting for its next action
+    replay: Any
+    learner: Any
+    member: jax.Array
+    ring: jax.Array  # (cells*A, sample_size*members)
+    valid: jax.Array  # (sample_size*members,)
+    slot: jax.Array  # next ring slot (in stages)
+    latest: jax.Array  # (members, cells, A)
+    ep_return: jax.Array
+    ret_sum: jax.Array
+    ret_count: jax.Array
+
+
+def epsilon_at(config: EscapeConfig, t: jax.Array) -> jax.Array:
+    frac = jnp.clip(t / (config.eps_fraction * config.total_steps), 0.0, 1.0)
+    return config.eps_start + (config.eps_end - config.eps_start) * frac
+
+
+def epsilon_greedy(
+    u_explore: jax.Array, u_pick: jax.Array, q: jax.Array, legal: jax.Array, eps: jax.Array
+) -> jax.Array:
+    """Greedy legal action with probability 1 - eps, else uniform over the legal actions.
+
+    Takes its two U[0, 1) draws as inputs (the harness draws a period's randomness at once).
+    """
+    legal = legal > 0
+    greedy = jnp.argmax(jnp.where(legal, q, -jnp.inf))
+    count = jnp.sum(legal)
+    k = jnp.minimum(jnp.floor(u_pick * count).astype(jnp.int32), count - 1)
+    random = jnp.argmax(legal & (jnp.cumsum(legal) - 1 == k))  # the k-th legal action
+    return jnp.where(u_explore < eps, random, greedy).astype(jnp.int32)
+
+
+class Task(NamedTuple):
+    params: escape.EscapeParams
+    grid_obs: jax.Array  # (cells, 2)
+    truth: jax.Array  # (cells, A), NaN where undefined
+    mask: jax.Array  # (cells, A) bool
+
+
+def make_task(config: EscapeConfig) -> Task:
+    truth = q_epsilon_greedy(config.size, config.gamma, config.truth_epsilon)
+    params = escape.EscapeParams(
+        size=config.size,
+        reward_noise_sd=config.reward_noise_sd,
+        max_steps=config.max_episode_steps,
+    )
+    return Task(
+        params,
+        jnp.asarray(escape.cell_observations(config.size)),
+        jnp.asarray(np.nan_to_num(truth), jnp.float32),
+        jnp.asarray(np.isfinite(truth)),
+    )
+
+
+def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
+    """``train(keys, progress=True, log=None) -> results``: one run per key, vmapped over keys."""
+    config.validate()
+    task = make_task(config)
+    params = task.params
+    cells, num_actions = task.truth.shape
+    m = learner.members
+    extra = learner.extra_item(jax.random.key(0)) if learner.extra_item else {}
+    replay = Replay(
+        config.buffer_size, config.batch_size, example_transition(2, num_actions, extra)
+    )
+    periods = config.chunk_steps // config.train_every
+    num_chunks = config.total_steps // config.chunk_steps
+    burn_in = config.burn_in_steps
+
+    def choose_member(u, learner_state):
+        """The acting member for a new episode, from one U[0, 1) draw (Thompson sampling)."""
+        if learner.acting_member is not None:
+            return learner.acting_member(u, learner_state)
+        return jnp.minimum(jnp.floor(u * m).astype(jnp.int32), m - 1)
+
+    def init(key: jax.Array) -> RunState:
+        key, k_env, k_learn, k_first = jax.random.split(key, 4)
+        obs, env = escape.reset(k_env, params)
+        legal = escape.action_mask(env, params)
+        learner_state = learner.init(k_learn)
+        u = uniform(k_first, (NUM_UNIFORMS + 2,))
+        member = choose_member(u[-1], learner_state)
+        state = RunState(
+            key=key,
+            env=env,
+            obs=obs,
+            legal=legal,
+            pend={},
+            replay=replay.init(),
+            learner=learner_state,
+            member=member,
+            ring=jnp.zeros((cells * num_actions, config.sample_size * m), jnp.float32),
+            valid=jnp.zeros(config.sample_size * m, bool),
+            slot=jnp.zeros((), jnp.int32),
+            latest=jnp.zeros((m, cells, num_actions), jnp.float32),
+            ep_return=jnp.zeros(()),
+            ret_sum=jnp.zeros(()),
+            ret_count=jnp.zeros(()),
+        )
+        z = standard_normal(k_first, (1,))[0]
+        return env_step(state, jnp.int32(0), (u[:NUM_UNIFORMS], z, k_first), first=True)
+
+    def env_step(s: RunState, t: jax.Array, rand: tuple, first: bool = False) -> RunState:
+        """One environment step; ``rand`` = (uniforms (NUM_UNIFORMS,), reward noise z, key)."""
+        u, z, key = rand
+        eps = epsilon_at(config, t)
+        if first:
+            q = learner.q_values(s.learner, s.member, s.obs[None])[0]
+            a = epsilon_greedy(u[0], u[1], q, s.legal, eps)
+            replay_state = s.replay
+        else:
+            q2 = learner.q_values(s.learner, s.member, jnp.stack([s.obs, s.pend["next_obs"]]))
+            a = epsilon_greedy(u[0], u[1], q2[0], s.legal, eps)
+            a_end = epsilon_greedy(u[2], u[3], q2[1], s.pend["next_mask"], eps)
+            pend = dict(s.pend)
+            done = pend.pop("done")
+            item = {**pend, "next_action": jnp.where(done, a_end, a)}
+            if learner.extra_item is not None:
+                item.update(learner.extra_item(key))
+            replay_state = replay.add(s.replay, item)
+        obs2, env2, r, term, trunc, info = escape.step_with_noise(s.env, a, z, params)
+        done = term | trunc
+        pend = {
+            "obs": s.obs,
+            "action": a,
+            "reward": r,
+            "next_obs": obs2,
+            "terminated": term.astype(jnp.float32),
+            "next_mask": info["action_mask"],
+            "done": done,
+        }
+        obs_r, env_r = escape.reset(key, params)  # deterministic start
+        ep_return = s.ep_return + r
+        new_member = choose_member(u[4], s.learner)
+        return s._replace(
+            env=jax.tree.map(lambda a_, b_: jnp.where(done, a_, b_), env_r, env2),
+            obs=jnp.where(done, obs_r, obs2),
+            legal=jnp.where(done, escape.action_mask(env_r, params), info["action_mask"]),
+            pend=pend,
+            replay=replay_state,
+            member=jnp.where(done, new_member, s.member),
+            ep_return=jnp.where(done, 0.0, ep_return),
+            ret_sum=s.ret_sum + jnp.where(done, ep_return, 0.0),
+            ret_count=s.ret_count + done,
+        )
+
+    def train_stage(learner_state, replay_state, stage, key):
+        k_batch, k_update = jax.random.split(key)
+        batch = {**replay.sample(replay_state, k_batch), "stage": stage}
+        return learner.update(k_update, learner_state, batch)
+
+    def store_samples(s: RunState, store: jax.Array) -> RunState:
+        """Write every member's Q-grid into the ring where ``store``: a masked in-place update
+        (a ``cond`` around the multi-MB ring would copy it at every stage)."""
+        grids = learner.q_grid(s.learner, task.grid_obs)  # (m, cells, A)
+        cols = grids.reshape(m, cells * num_actions).T
+        start = (0, s.slot * m)
+        old = jax.lax.dynamic_slice(s.ring, start, cols.shape)
+        ring = jax.lax.dynamic_update_slice(s.ring, jnp.where(store, cols, old), start)
+        old_valid = jax.lax.dynamic_slice(s.valid, (s.slot * m,), (m,))
+        valid = jax.lax.dynamic_update_slice(s.valid, old_valid | store, (s.slot * m,))
+        return s._replace(
+            ring=ring,
+            valid=valid,
+            slot=jnp.where(store, (s.slot + 1) % config.sample_size, s.slot),
+            latest=jnp.where(store, grids, s.latest),
+        )
+
+    def period(s: RunState, g: jax.Array) -> tuple[RunState, None]:
+        """train_every env steps, then (once allowed) one training stage and the sample store."""
+        key, k_u, k_z, k_extra, k_train = jax.random.split(s.key, 5)
+        s = s._replace(key=key)
+        ts = g * config.train_every + jnp.arange(config.train_every)
+        n = config.train_every
+        extra_keys = jax.random.split(k_extra, n) if learner.extra_item else jnp.zeros(n)
+        rand = (uniform(k_u, (n, NUM_UNIFORMS)), standard_normal(k_z, (n,)), extra_keys)
+
+        def one(s, xs):
+            t, r = xs
+            return env_step(s, t, r), None
+
+        s, _ = jax.lax.scan(one, s, (ts, rand))
+        t_end = (g + 1) * config.train_every
+        stage = (t_end - config.train_start) // config.train_every  # 0 at the first stage
+        do_train = t_end >= config.train_start
+        learner_state = jax.lax.cond(
+            do_train,
+            lambda l, r: train_stage(l, r, stage, k_train),
+            lambda l, r: l,
+            s.learner,
+            s.replay,
+        )
+        s = s._replace(learner=learner_state)
+        return store_samples(s, do_train & (t_end > burn_in)), None
+
+    def chunk(s: RunState, c: jax.Array) -> tuple[RunState, dict]:
+        gs = c * periods + jnp.arange(periods)
+        s, _ = jax.lax.scan(period, s, gs)
+        t_end = (c + 1) * config.chunk_steps
+
+        def evaluate(s):
+            return interval_metrics(s.ring, s.valid, s.latest, task.truth, task.mask)
+
+        def skip(s):
+            nan = jnp.full((num_actions,), jnp.nan)
+            return Metrics(nan, nan, nan, nan, jnp.full((4, num_actions), jnp.nan), nan, nan, nan)
+
+        metrics = jax.lax.cond(t_end > burn_in, evaluate, skip, s)
+        out = {
+            "metrics": metrics,
+            "mean_return": s.ret_sum / jnp.maximum(s.ret_count, 1),
+            "episodes": s.ret_count,
+        }
+        return s._replace(ret_sum=jnp.zeros(()), ret_count=jnp.zeros(())), out
+
+    init_v = jax.jit(jax.vmap(init))
+    chunk_v = jax.jit(jax.vmap(chunk, in_axes=(0, None)), donate_argnums=0)
+
+    def final_summary(s: RunState) -> dict:
+        return {
+            "policy_frequency": greedy_policy_frequency(s.ring, s.valid, task.mask),
+            "samples": s.ring,
+            "valid": s.valid,
+            "slot": s.slot,
+            "latest": s.latest,
+        }
+
+    final_v = jax.jit(jax.vmap(final_summary))
+
+    def train(keys: jax.Array, progress: bool = True, log: Callable[[str], None] | None = None):
+        keys = jnp.atleast_1d(keys)
+        t0 = time.perf_counter()
+        state = init_v(keys)
+        outs = []
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=config.total_steps, unit="step", unit_scale=True, leave=False)
+        for c in range(num_chunks):
+            state, out = chunk_v(state, jnp.int32(c))
+            outs.append(out)
+            if bar is not None or log is not None:
+                steps = (c + 1) * config.chunk_steps
+                if bar is not None:
+                    bar.update(config.chunk_steps)
+                if (c + 1) % config.evals_per_window == 0:
+                    win = jax.device_get(outs[-config.evals_per_window :])
+                    cov = np.nanmean([o["metrics"].coverage for o in win])
+                    ret = np.mean([o["mean_return"] for o in win])
+                    rate = steps * len(keys) / (time.perf_counter() - t0)
+                    line = (
+                        f"step {steps:>8d}  {rate:,.0f} steps/s  return {ret:7.2f}  "
+                        f"coverage {cov:.3f}"
+                    )
+                    if bar is not None:
+                        bar.set_postfix_str(line.split("  ", 1)[1])
+                    if log is not None:
+                        log(line)
+        if bar is not None:
+            bar.close()
+        outs = jax.device_get(outs)
+        final = jax.device_get(final_v(state))
+        stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *outs)  # (seeds, evals, ...)
+        return {
+            "config": asdict(config),
+            "eval_steps": np.arange(1, num_chunks + 1) * config.chunk_steps,
+            "metrics": stacked["metrics"]._asdict(),
+            "mean_return": stacked["mean_return"],
+            "episodes": stacked["episodes"],
+            "final": final,
+            "truth": np.asarray(task.truth),
+            "mask": np.asarray(task.mask),
+            "wall_time": time.perf_counter() - t0,
+            "state": state,
+        }
+
+    return train
+
+
+def window_means(results: dict) -> dict:
+    """Average the per-evaluation metrics over each window: arrays (seeds, windows, ...)."""
+    cfg = results["config"]
+    m = cfg["evals_per_window"]
+    out = {}
+    for k, v in results["metrics"].items():
+        seeds, evals = v.shape[:2]
+        out[k] = np.nanmean(v.reshape(seeds, evals // m, m, *v.shape[2:]), axis=2)
+    return out

@@ -1,0 +1,95 @@
+"""The LKTD family as an RL learner (LKTD, and the SGLD / SGHMC ablations on the same model).
+
+The Q-network and its prior and measurement come from a NumPyro model file (default
+``models/mlp_q.py:sarsa_spike_slab``, the paper's); the model must record the Q-values of
+``batch["obs"]`` as the deterministic site ``q``.  ``num_chains`` chains share the replay buffer and
+the minibatch, each with its own noise; the harness draws the acting chain per episode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+
+from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
+from lktd_ppl.api import KERNELS, load_model, model_file
+from lktd_ppl.filter import SamplerConfig
+from lktd_ppl.replay import example_transition
+from lktd_ppl.ssm import STAGE_KEY, ModelError, from_numpyro
+
+
+@dataclass(frozen=True)
+class LKTDAgentConfig:
+    model: str = ""  # "path/file.py:function"; empty: the shipped models/mlp_q.py:sarsa_spike_slab
+    method: str = "lktd"  # lktd | sgld | sghmc
+    num_chains: int = 1
+    pseudo_population: float = 10_000.0
+    step_size: float = 1e-5
+    alpha: float = 0.9
+    kappa: int = 5
+    friction: float = 0.1
+    compat: bool = False
+    init_sd: float = 0.1  # initial weights N(0, init_sd^2), as the official code
+    escape: EscapeConfig = field(default_factory=EscapeConfig)
+
+    def model_spec(self) -> str:
+        return self.model or f"{model_file('mlp_q.py')}:sarsa_spike_slab"
+
+
+def _rows(example: dict, k: int) -> dict:
+    return {key: jnp.broadcast_to(v, (k, *v.shape)) for key, v in example.items()}
+
+
+def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4) -> Learner:
+    if config.method not in KERNELS:
+        raise ModelError(f"unknown method {config.method!r}; choose one of {', '.join(KERNELS)}")
+    model = load_model(config.model_spec())
+    example = example_transition(2, num_actions)
+    batch = {**_rows(example, batch_size), STAGE_KEY: jnp.int32(0)}
+    ssm = from_numpyro(model, batch)
+    if not ssm.has_site("q", batch):
+        raise ModelError(
+            f"model {config.model_spec()} records no deterministic site 'q' (the Q-values of "
+            "batch['obs'], shape (n, actions)); add numpyro.deterministic('q', ...)"
+        )
+    sampler = SamplerConfig(
+        pseudo_population=config.pseudo_population,
+        step_size=config.step_size,
+        alpha=config.alpha,
+        friction=config.friction,
+        kappa=config.kappa,
+        compat=config.compat,
+    )
+    kernel = KERNELS[config.method](ssm, sampler)
+    m = config.num_chains
+
+    def q_batch(obs):
+        b = _rows(example, obs.shape[0])
+        return {**b, "obs": obs, "next_obs": obs, STAGE_KEY: jnp.int32(0)}
+
+    def init(key):
+        positions = config.init_sd * jax.random.normal(key, (m, ssm.p))
+        return jax.vmap(kernel.init)(positions)
+
+    def q_values(state, member, obs):
+        theta = state.position[member]
+        return ssm.deterministic(theta, q_batch(obs), "q")
+
+    def q_grid(state, obs):
+        b = q_batch(obs)
+        return jax.vmap(lambda th: ssm.deterministic(th, b, "q"))(state.position)
+
+    def update(key, state, batch):
+        keys = jax.random.split(key, m)
+        new, _ = jax.vmap(kernel.step, in_axes=(0, 0, None))(keys, state, batch)
+        return new
+
+    return Learner(members=m, init=init, q_values=q_values, q_grid=q_grid, update=update)
+
+
+def make_lktd_train(config: LKTDAgentConfig):
+    """``train(keys, progress=True, log=None) -> results`` for the escape room."""
+    learner = lktd_learner(config, config.escape.batch_size)
+    return make_train(config.escape, learner)

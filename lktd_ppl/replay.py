@@ -1,0 +1,48 @@
+"""The replay buffer as the agents use it: a FIFO of SARSA transitions (flashbax item buffer) that
+lives in the scan carry, sampled uniformly.
+
+A transition is a dict with the keys the models read (``models/mlp_q.py``): ``obs``, ``action``,
+``reward``, ``next_obs``, ``next_action`` (the action actually taken next; drawn by the acting
+policy at s' after a truncation), ``terminated`` (float 0/1: never bootstrap), ``next_mask`` (legal
+actions at s'), plus optional extra per-transition fields (e.g. bootstrap masks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flashbax as fbx
+import jax
+import jax.numpy as jnp
+
+
+def example_transition(obs_dim: int, num_actions: int, extra: dict | None = None) -> dict:
+    item = {
+        "obs": jnp.zeros(obs_dim, jnp.float32),
+        "action": jnp.zeros((), jnp.int32),
+        "reward": jnp.zeros((), jnp.float32),
+        "next_obs": jnp.zeros(obs_dim, jnp.float32),
+        "next_action": jnp.zeros((), jnp.int32),
+        "terminated": jnp.zeros((), jnp.float32),
+        "next_mask": jnp.zeros(num_actions, jnp.int8),
+    }
+    return {**item, **(extra or {})}
+
+
+class Replay:
+    """Thin wrapper over ``flashbax.make_item_buffer``: ``init``, ``add``, ``sample(key) -> batch``."""
+
+    def __init__(self, capacity: int, batch_size: int, example: dict):
+        self.buffer = fbx.make_item_buffer(
+            max_length=capacity, min_length=1, sample_batch_size=batch_size
+        )
+        self.example = example
+
+    def init(self) -> Any:
+        return self.buffer.init(self.example)
+
+    def add(self, state: Any, item: dict) -> Any:
+        return self.buffer.add(state, item)
+
+    def sample(self, state: Any, key: jax.Array) -> dict:
+        return self.buffer.sample(state, key).experience
