@@ -10,21 +10,19 @@ are per action, over the entries where ``mask`` is True (legal actions, exit exc
   averaged over chains;
 - ``coverage_equal_tailed``: q2.5 < truth < q97.5;
 - ``width``: q97.5 - q2.5;
-- ``calibration``: for each nominal level L in ``LEVELS``, the fraction of entries whose PIT (the
-  fraction of samples below the truth) lies in ((1-L)/2, (1+L)/2): the equal-tailed L-interval's
-  coverage read off the PIT, which needs no further quantiles.
+- ``calibration``: for each nominal level L in ``LEVELS``, the coverage of the equal-tailed
+  L-interval (q_(1-L)/2 < truth < q_(1+L)/2).
 
-Quantiles use NumPy's default (linear interpolation); order statistics come from ``lax.top_k``
-(about 9x cheaper than a full sort on CPU) with a dynamic pick while the buffer fills.
+Quantiles are NumPy's default (linear interpolation), over the filled part of the buffer.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 LEVELS = (0.5, 0.8, 0.9, 0.95)
 
@@ -40,34 +38,51 @@ class Metrics(NamedTuple):
     start_coverage_equal_tailed: jax.Array  # (A,)
 
 
-def _order_stat_k(p: float, n_max: int) -> int:
-    """How many extreme order statistics the tail quantile p (<= 0.5) needs, at most."""
-    return min(n_max, int(math.floor(p * (n_max - 1))) + 2)
+PROBS = tuple(sorted({q for lv in LEVELS for q in ((1 - lv) / 2, (1 + lv) / 2)}))
 
 
-def tail_quantiles(
-    values: jax.Array, valid: jax.Array, p: float = 0.025
-) -> tuple[jax.Array, jax.Array]:
-    """Linear-interpolation quantiles p and 1-p along the last axis, over the valid columns."""
-    n_max = values.shape[-1]
-    n = jnp.sum(valid)
-    k = _order_stat_k(p, n_max)
-    low = -jax.lax.top_k(jnp.where(valid, -values, -jnp.inf), k)[0]  # ascending smallest
-    high = jax.lax.top_k(jnp.where(valid, values, -jnp.inf), k)[0]  # descending largest
+def _quantiles_numpy(values: np.ndarray, valid: np.ndarray, probs: tuple[float, ...]) -> np.ndarray:
+    """NumPy's linear-interpolation quantiles along the last axis over the valid columns.
 
-    def pick(sorted_k, q, from_top):
-        pos = q * (n - 1)
-        i = jnp.floor(pos).astype(jnp.int32)
-        frac = pos - i
-        if from_top:  # order statistic i (from the bottom) is index n-1-i from the top
-            a = jnp.take(sorted_k, jnp.clip(n - 1 - i, 0, k - 1), axis=-1)
-            b = jnp.take(sorted_k, jnp.clip(n - 2 - i, 0, k - 1), axis=-1)
-        else:
-            a = jnp.take(sorted_k, jnp.clip(i, 0, k - 1), axis=-1)
-            b = jnp.take(sorted_k, jnp.clip(i + 1, 0, k - 1), axis=-1)
-        return a + frac * (b - a)
+    ``values`` (..., rows, slots), ``valid`` (..., slots) -> (..., len(probs), rows).  Sorting with
+    NumPy's vectorised sort is 25x faster on this CPU than XLA's sort (3 ms against 76 ms for the
+    400 x 3000 buffer) and 6x faster than two ``lax.top_k``; invalid columns sort last as +inf.
+    """
+    values = np.where(valid[..., None, :], values, np.inf)
+    srt = np.sort(values, axis=-1)
+    n = valid.sum(axis=-1)  # (...)
+    out = []
+    for p in probs:
+        pos = p * (np.maximum(n, 1) - 1)
+        lower = np.floor(pos).astype(np.int64)
+        upper = np.minimum(lower + 1, np.maximum(n - 1, 0))
+        t = (pos - lower)[..., None].astype(srt.dtype)
+        a = np.take_along_axis(
+            srt, np.broadcast_to(lower[..., None, None], srt.shape[:-1] + (1,)), -1
+        )
+        b = np.take_along_axis(
+            srt, np.broadcast_to(upper[..., None, None], srt.shape[:-1] + (1,)), -1
+        )
+        a, b = a[..., 0], b[..., 0]
+        diff = b - a
+        lerp = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)  # numpy's own lerp
+        out.append(lerp)
+    return np.stack(out, axis=-2)
 
-    return pick(low, p, False), pick(high, 1.0 - p, True)
+
+def quantiles(values: jax.Array, valid: jax.Array, probs: tuple[float, ...] = PROBS) -> jax.Array:
+    """Quantiles ``probs`` of ``values`` (rows, slots) over the valid slots -> (len(probs), rows).
+
+    A host callback (NumPy sort) once per evaluation, not per step: see ``_quantiles_numpy``.
+    """
+    shape = jax.ShapeDtypeStruct((len(probs), values.shape[-2]), values.dtype)
+    return jax.pure_callback(
+        lambda v, ok: _quantiles_numpy(np.asarray(v), np.asarray(ok), probs).astype(v.dtype),
+        shape,
+        values,
+        valid,
+        vmap_method="expand_dims",
+    )
 
 
 def interval_metrics(
@@ -86,17 +101,14 @@ def interval_metrics(
     n = jnp.maximum(jnp.sum(valid), 1)
     vals = ring.reshape(cells, num_actions, -1)
     mean = jnp.sum(jnp.where(valid, vals, 0.0), axis=-1) / n
-    lo, hi = tail_quantiles(ring, valid)
-    lo, hi = lo.reshape(cells, num_actions), hi.reshape(cells, num_actions)
+    q = quantiles(ring, valid).reshape(len(PROBS), cells, num_actions)
+    qi = {p: q[i] for i, p in enumerate(PROBS)}
+    lo, hi = qi[PROBS[0]], qi[PROBS[-1]]  # 2.5% and 97.5%
     t = jnp.where(mask, truth, 0.0)
     half = 0.5 * (hi - lo)
-    paper = jnp.mean(
-        (latest - half < t) & (t < latest + half), axis=0
-    )  # per entry, averaged over members
+    paper = jnp.mean((latest - half < t) & (t < latest + half), axis=0)  # averaged over members
     equal = (lo < t) & (t < hi)
-    below = jnp.sum(jnp.where(valid, vals < t[..., None], False), axis=-1) / n
-    levels = jnp.asarray(LEVELS)[:, None, None]
-    calib = (below > (1 - levels) / 2) & (below < (1 + levels) / 2)
+    calib = jnp.stack([(qi[(1 - lv) / 2] < t) & (t < qi[(1 + lv) / 2]) for lv in LEVELS])
     w = mask.astype(ring.dtype)
     count = jnp.maximum(jnp.sum(w, axis=0), 1.0)
 

@@ -8,6 +8,7 @@ the key's data with a zero counter, so different keys give independent streams.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -16,13 +17,31 @@ from jax import lax
 
 
 def random_bits(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """uint32 random bits of ``shape`` from a jax.random key."""
-    state = jnp.concatenate([jax.random.key_data(key).ravel()[:2], jnp.zeros(2, jnp.uint32)])
+    """uint32 random bits of ``shape`` from a jax.random key (vmap-safe: one stream per key)."""
+    return _bits_fn(tuple(shape))(jax.random.key_data(key))
+
+
+@functools.cache
+def _bits_fn(shape: tuple[int, ...]):
     size = max(1, math.prod(shape))
-    _, bits = lax.rng_bit_generator(
-        state, (size,), dtype=jnp.uint32, algorithm=lax.RandomAlgorithm.RNG_THREE_FRY
-    )
-    return bits[: math.prod(shape)].reshape(shape)
+
+    @jax.custom_batching.custom_vmap
+    def bits(key_data: jax.Array) -> jax.Array:
+        state = jnp.concatenate([key_data.ravel()[:2], jnp.zeros(2, jnp.uint32)])
+        _, out = lax.rng_bit_generator(
+            state, (size,), dtype=jnp.uint32, algorithm=lax.RandomAlgorithm.RNG_THREE_FRY
+        )
+        return out[: math.prod(shape)].reshape(shape)
+
+    @bits.def_vmap
+    def _batched(axis_size, in_batched, key_data):
+        # RngBitGenerator's own batching rule does not give each key its own stream: map instead
+        del axis_size
+        if not in_batched[0]:
+            return bits(key_data), False
+        return lax.map(bits, key_data), True
+
+    return bits
 
 
 def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:

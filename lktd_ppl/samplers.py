@@ -6,7 +6,9 @@ SGLD:   theta <- theta + (eps/2)(n/N) [grad log pi + (N/n) grad log lik] + N(0, 
 SGHMC:  u <- (1 - friction) u + eps (n/N) [grad log pi + (N/n) grad log lik] + N(0, 2 friction eps n/N)
         theta <- theta + u          (momentum kept across inner steps and stages)
 
-``compat=True`` doubles the likelihood term (the official code's sum of squares without 1/2).
+``compat=True`` doubles the likelihood term (the official code's sum of squares without 1/2), and
+for SGHMC also drops the momentum between steps, as the official optimiser does (see
+``sghmc_inner_step``).
 """
 
 from __future__ import annotations
@@ -61,10 +63,21 @@ def sgld_inner_step(ssm, config, state, batch, k, key=None, noise=None) -> SGLDS
 
 
 def sghmc_inner_step(ssm, config, state, batch, k, key=None, noise=None) -> SGHMCState:
-    """One SGHMC step at inner index k; ``noise`` (N(0, 1), theta's shape) replaces ``key``."""
+    """One SGHMC step at inner index k; ``noise`` (N(0, 1), theta's shape) replaces ``key``.
+
+    ``compat=True`` reproduces the official code, whose optimiser computes the new momentum into
+    a local variable and never stores it: every step starts from zero momentum, so its "SGHMC" is
+    a Langevin step with drift eps (n/N) grad and noise variance 2 friction eps n/N (a colder
+    and, at friction 0.1, twice as fast SGLD).  The default keeps the momentum, as SGHMC does.
+    """
     g, _ = tempered_grad(ssm, config, state.position, batch)
     eta = _eta(config, ssm, k)
     z = _noise(key, noise, state.position)
+    if config.compat:  # from zero momentum, and the position moves by the new velocity
+        _, vel = sghmc_step(
+            state.position, jnp.zeros_like(state.velocity), g, eta, config.friction, z
+        )
+        return SGHMCState(state.position + vel, vel)
     pos, vel = sghmc_step(state.position, state.velocity, g, eta, config.friction, z)
     return SGHMCState(pos, vel)
 

@@ -86,3 +86,21 @@ def test_lktd_forecast_uses_half_eps_times_n_over_N():
     unit = zero._replace(theta=jnp.array([1.0, 0.0]))
     moved = inner_step(ssm, cfg, LKTDState(theta, xi), batch, eps, noise=unit)
     np.testing.assert_allclose(moved.position[0] - out.position[0], np.sqrt(eps / c), rtol=1e-4)
+
+
+def test_sghmc_compat_is_the_official_momentum_free_step():
+    """The official optimiser never stores its momentum: theta += eta g + sqrt(2 beta eta) z."""
+    from lktd_ppl.samplers import SGHMCState, sghmc_inner_step, tempered_grad
+
+    rng = np.random.default_rng(1)
+    batch = {"x": jnp.asarray(rng.normal(size=(8, 2)), jnp.float32), "y": jnp.ones(8)}
+    model = lktd_ppl.load_model(f"{MODELS}/linear_regression.py:model")
+    ssm = lktd_ppl.from_numpyro(model, batch)
+    cfg = SamplerConfig(pseudo_population=80.0, step_size=1e-3, compat=True, friction=0.1)
+    state = SGHMCState(jnp.array([0.3, -0.2]), jnp.array([5.0, 5.0]))  # stale momentum: ignored
+    z = jnp.array([0.7, -1.1])
+    out = sghmc_inner_step(ssm, cfg, state, batch, 1, noise=z)
+    g, _ = tempered_grad(ssm, cfg, state.position, batch)
+    eta = 1e-3 * 8 / 80.0
+    expected = state.position + eta * g + np.sqrt(2 * 0.1 * eta) * z
+    np.testing.assert_allclose(out.position, expected, rtol=1e-5)

@@ -53,7 +53,7 @@ def test_lktd_matches_kalman_td_posterior():
         data,
         key=jax.random.key(0),
         num_chains=4,
-        num_samples=6000,
+        num_samples=12000,
         num_warmup=1000,
         step_size=5e-4,
     )

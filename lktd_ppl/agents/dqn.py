@@ -1,0 +1,158 @@
+"""DQN baseline (spec section 4): Adam 1e-3 on the mean-squared TD error, double-DQN target over
+the legal actions at s' from a target network synced every 10 updates; never bootstraps on
+termination (truncation bootstraps).
+
+Also holds what the other DQN-type baselines share: the flax MLP, the legal greedy action and the
+double-DQN target (:func:`double_q_target`).
+
+Learner state: :class:`DQNState` (online params, target params, Adam state, update counter).
+``q_grid`` is the point network's Q-grid, shape ``(1, cells, A)`` (the spec's DQN samples).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+import rlax
+
+from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
+
+
+class MLP(nn.Module):
+    """ReLU MLP; ``out`` outputs (linear), or the last hidden layer's activations if ``out`` is 0."""
+
+    hidden: Sequence[int]
+    out: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(self.out)(x) if self.out else x
+
+
+def legal_greedy(q: jax.Array, mask: jax.Array) -> jax.Array:
+    """argmax over the legal actions (``mask > 0``) along the last axis."""
+    return jnp.argmax(jnp.where(mask > 0, q, -jnp.inf), axis=-1).astype(jnp.int32)
+
+
+def take(q: jax.Array, action: jax.Array) -> jax.Array:
+    """``q[i, action[i]]`` for q (n, A), action (n,)."""
+    return jnp.take_along_axis(q, action[:, None].astype(jnp.int32), axis=1)[:, 0]
+
+
+def double_q_target(
+    batch: dict, gamma: float, q_next_target: jax.Array, q_next_select: jax.Array
+) -> jax.Array:
+    """y = r + gamma (1 - terminated) Q_target(s', argmax_{legal a} Q_select(s', a)), shape (n,).
+
+    ``q_next_select`` is the online network's Q at s' (double DQN) or the target's (plain DQN).
+    """
+    a_next = legal_greedy(q_next_select, batch["next_mask"])
+    discount = gamma * (1.0 - batch["terminated"].astype(q_next_target.dtype))
+    return jax.lax.stop_gradient(batch["reward"] + discount * take(q_next_target, a_next))
+
+
+def legal_double_q_td(
+    q: jax.Array, batch: dict, gamma: float, q_next_target: jax.Array, q_next_select: jax.Array
+) -> jax.Array:
+    """TD errors y - Q(s, a) via ``rlax.double_q_learning`` with the illegal actions of the selector
+    set to -inf (so its argmax is the legal greedy action), shape (n,)."""
+    selector = jnp.where(batch["next_mask"] > 0, q_next_select, -jnp.inf)
+    discount = gamma * (1.0 - batch["terminated"].astype(q.dtype))
+    return jax.vmap(rlax.double_q_learning)(
+        q,
+        batch["action"].astype(jnp.int32),
+        batch["reward"].astype(q.dtype),
+        discount,
+        q_next_target,
+        selector,
+    )
+
+
+def sync_target(target: Any, online: Any, count: jax.Array, every: int) -> Any:
+    """The online parameters where ``count`` (updates done) is a multiple of ``every``."""
+    return optax.periodic_update(online, target, count, every)
+
+
+def adam(learning_rate: float, max_grad_norm: float | None) -> optax.GradientTransformation:
+    opt = optax.adam(learning_rate)
+    if max_grad_norm is None:
+        return opt
+    return optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
+
+
+def check_gamma(gamma: float, escape: EscapeConfig) -> None:
+    if gamma != escape.gamma:
+        raise ValueError(
+            f"learner gamma {gamma} differs from the escape config's gamma {escape.gamma}"
+        )
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """DQN settings; defaults are the spec's table (section 4)."""
+
+    obs_dim: int = 2
+    num_actions: int = 4
+    hidden: tuple[int, ...] = (32, 32)
+    gamma: float = 0.9
+    learning_rate: float = 1e-3
+    target_every: int = 10  # target network synced every this many updates
+    double_q: bool = True  # select a' with the online network (else with the target network)
+    max_grad_norm: float | None = None  # the official DQN clips nothing
+
+
+class DQNState(NamedTuple):
+    params: Any
+    target_params: Any
+    opt_state: Any
+    count: jax.Array  # updates done
+
+
+def make_dqn_learner(config: DQNConfig = DQNConfig()) -> Learner:
+    net = MLP(tuple(config.hidden), config.num_actions)
+    opt = adam(config.learning_rate, config.max_grad_norm)
+
+    def init(key):
+        params = net.init(key, jnp.zeros((1, config.obs_dim), jnp.float32))
+        return DQNState(params, params, opt.init(params), jnp.zeros((), jnp.int32))
+
+    def q_values(state, member, obs):
+        return net.apply(state.params, obs)
+
+    def q_grid(state, obs):
+        return net.apply(state.params, obs)[None]
+
+    def update(key, state, batch):
+        q_next_target = net.apply(state.target_params, batch["next_obs"])
+        q_next_select = (
+            net.apply(state.params, batch["next_obs"]) if config.double_q else q_next_target
+        )
+
+        def loss_fn(params):
+            q = net.apply(params, batch["obs"])
+            td = legal_double_q_td(q, batch, config.gamma, q_next_target, q_next_select)
+            return jnp.mean(td**2)
+
+        grads = jax.grad(loss_fn)(state.params)
+        updates, opt_state = opt.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        count = state.count + 1
+        target = sync_target(state.target_params, params, count, config.target_every)
+        return DQNState(params, target, opt_state, count)
+
+    return Learner(members=1, init=init, q_values=q_values, q_grid=q_grid, update=update)
+
+
+def make_dqn_train(config: DQNConfig = DQNConfig(), escape: EscapeConfig | None = None):
+    """``train(keys, progress=True, log=None) -> results`` for the escape room."""
+    escape = escape or EscapeConfig()
+    check_gamma(config.gamma, escape)
+    return make_train(escape, make_dqn_learner(config))

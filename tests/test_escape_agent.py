@@ -1,0 +1,118 @@
+"""The LKTD agent in the escape harness (spec section 4): learning, in-scan metrics, seeds."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import MODELS
+
+from lktd_ppl import diagnostics
+from lktd_ppl.agents.harness import EscapeConfig, epsilon_greedy, make_task
+from lktd_ppl.agents.lktd import LKTDAgentConfig, lktd_learner, make_lktd_train
+from lktd_ppl.metrics import interval_metrics
+
+TASK = make_task(EscapeConfig())
+
+
+def _ring_samples(final: dict, seed: int = 0) -> np.ndarray:
+    """The saved sample buffer of one run as (S, cells, A)."""
+    ring, valid = final["samples"][seed], final["valid"][seed]
+    return ring[:, valid].T.reshape(-1, 100, 4)
+
+
+@pytest.fixture(scope="module")
+def run_200k():
+    cfg = LKTDAgentConfig(escape=EscapeConfig(total_steps=200_000))
+    return make_lktd_train(cfg)(jax.random.key(0)[None], progress=False)
+
+
+def test_200k_run_learns_the_start_cell(run_200k):
+    samples = _ring_samples(run_200k["final"])
+    assert samples.shape == (3000, 100, 4)
+    truth = np.asarray(TASK.truth)
+    start_mean = samples[:, 0, :2].mean(axis=0)  # cell (0, 0), actions E and N
+    assert np.all(np.abs(start_mean - truth[0, :2]) < 0.1), (start_mean, truth[0, :2])
+    assert run_200k["mean_return"][0, -10:].mean() > -20  # greedy path: 18 steps
+
+
+def test_in_scan_metrics_equal_metrics_of_saved_samples(run_200k):
+    res = run_200k
+    samples = _ring_samples(res["final"])
+    ref = diagnostics.interval_metrics(
+        samples, res["final"]["latest"][0], np.asarray(TASK.truth), np.asarray(TASK.mask)
+    )
+    last = {k: v[0, -1] for k, v in res["metrics"].items()}  # the last evaluation
+    np.testing.assert_allclose(last["mse"], ref["mse"], rtol=1e-4)
+    np.testing.assert_allclose(last["width"], ref["width"], rtol=1e-4)
+    np.testing.assert_allclose(last["coverage"], ref["coverage"], atol=1 / 90)
+    np.testing.assert_allclose(
+        last["coverage_equal_tailed"], ref["coverage_equal_tailed"], atol=1 / 90
+    )
+    np.testing.assert_allclose(last["calibration"], ref["calibration"], atol=1 / 90)
+
+
+def test_jax_metrics_equal_numpy_reference_while_filling():
+    rng = np.random.default_rng(0)
+    m, cap, filled = 3, 50, 37  # 3 members, 50 stages, 37 stored
+    ring = np.zeros((400, cap * m), np.float32)
+    centre = np.asarray(TASK.truth).reshape(-1, 1) + rng.normal(size=(400, 1))  # calibrated
+    ring[:, : filled * m] = rng.normal(size=(400, filled * m)) + centre
+    valid = np.arange(cap * m) < filled * m
+    latest = rng.normal(size=(m, 100, 4)).astype(np.float32) + np.asarray(TASK.truth)
+    got = jax.jit(interval_metrics)(
+        jnp.asarray(ring), jnp.asarray(valid), jnp.asarray(latest), TASK.truth, TASK.mask
+    )
+    samples = ring[:, valid].T.reshape(-1, 100, 4)
+    ref = diagnostics.interval_metrics(
+        samples, latest, np.asarray(TASK.truth), np.asarray(TASK.mask)
+    )
+    for k in ("mse", "width"):
+        np.testing.assert_allclose(getattr(got, k), ref[k], rtol=1e-4)
+    for k in ("coverage", "coverage_equal_tailed", "calibration"):
+        np.testing.assert_allclose(getattr(got, k), ref[k], atol=1e-6)
+    assert 0.2 < float(np.mean(ref["coverage_equal_tailed"])) < 1.0  # a non-trivial case
+
+
+def test_seeds_differ_and_repeat():
+    cfg = LKTDAgentConfig(escape=EscapeConfig(total_steps=20_000))
+    learner = lktd_learner(cfg, 100)
+    a, b = learner.init(jax.random.key(1)), learner.init(jax.random.key(2))
+    assert float(jnp.max(jnp.abs(a.position - b.position))) > 0.1
+    train = make_lktd_train(cfg)
+    keys = jnp.stack([jax.random.key(1), jax.random.key(2), jax.random.key(1)])
+    res = train(keys, progress=False)
+    pos = np.asarray(res["state"].learner.position)  # (seeds, chains, p)
+    np.testing.assert_array_equal(pos[0], pos[2])  # same seed, same run
+    assert np.max(np.abs(pos[0] - pos[1])) > 0.05  # different seeds diverge
+    np.testing.assert_array_equal(res["metrics"]["mse"][0], res["metrics"]["mse"][2])
+
+
+def test_epsilon_greedy_only_picks_legal_actions():
+    legal = jnp.array([0, 1, 0, 1], jnp.int8)
+    q = jnp.array([10.0, 1.0, 9.0, 2.0])  # the illegal actions have the highest values
+    us = jnp.linspace(0, 0.999, 50)
+    greedy = jax.vmap(lambda u: epsilon_greedy(0.5, u, q, legal, 0.0))(us)
+    assert set(np.asarray(greedy)) == {3}
+    explore = jax.vmap(lambda u: epsilon_greedy(0.0, u, q, legal, 1.0))(us)
+    assert set(np.asarray(explore)) == {1, 3}
+    assert abs(float(jnp.mean(explore == 1)) - 0.5) < 0.05
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(method="sgld", compat=True),
+        dict(method="sghmc", compat=True),  # the official (momentum-free) SGHMC
+        dict(model=f"{MODELS}/mlp_q.py:sarsa_gaussian"),  # another model file, no code change
+        dict(num_chains=3),
+    ],
+    ids=["sgld", "sghmc", "gaussian-prior-model", "3-chains"],
+)
+def test_variants_learn_in_the_same_harness(overrides):
+    cfg = LKTDAgentConfig(escape=EscapeConfig(total_steps=60_000), **overrides)
+    res = make_lktd_train(cfg)(jax.random.key(3)[None], progress=False)
+    assert res["mean_return"][0, -10:].mean() > -20
+    samples = _ring_samples(res["final"])
+    assert samples.shape[0] == 3000 * cfg.num_chains
+    err = np.abs(samples[:, 0, :2].mean(0) - np.asarray(TASK.truth)[0, :2])
+    assert np.all(err < 0.5), err
