@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "experiments" / "results" / "escape"
 ACTIONS = ("E", "N", "W", "S")
 LAST_WINDOWS = 5
+DQN_TYPE = ("dqn", "bootdqn", "qrdqn", "kova_compat")
 FAMILIES = (
     "coverage",
     "coverage_equal_tailed",
@@ -51,19 +52,54 @@ def configs() -> dict[str, tuple[dict, int]]:
     c["sgld_N10000_compat"] = (dict(method="sgld", pseudo_population=10_000, compat=True), 20)
     c["sghmc_N10000_compat"] = (dict(method="sghmc", pseudo_population=10_000, compat=True), 20)
     c["lktd_N10000_m10"] = (dict(pseudo_population=10_000, step_size=2.2e-5, num_chains=10), 100)
+    # towards a calibrated configuration (beyond the paper): sharper targets, several chains
+    c["explore_N40000"] = (dict(pseudo_population=40_000, step_size=2.2e-5), 4)
+    c["explore_N40000_compat"] = (dict(pseudo_population=40_000, compat=True), 4)
+    c["explore_N10000_m4"] = (dict(pseudo_population=10_000, step_size=2.2e-5, num_chains=4), 4)
+    c["explore_N40000_m4"] = (dict(pseudo_population=40_000, step_size=2.2e-5, num_chains=4), 4)
+    c["explore_N10000_eps5e-6"] = (dict(pseudo_population=10_000, step_size=5e-6), 4)
+    c["explore_N10000_batch500"] = (
+        dict(pseudo_population=10_000, step_size=2.2e-5, escape=dict(batch_size=500)),
+        4,
+    )
+    for algo in ("dqn", "bootdqn", "qrdqn"):
+        c[algo] = (dict(algo=algo), 20)
+    c["kova_compat"] = (dict(algo="kova", compat=True), 5)
     return c
+
+
+def make_train_for(overrides: dict, steps: int):
+    """(train function, resolved config) for one study configuration."""
+    from lktd_ppl.agents.harness import EscapeConfig
+
+    overrides = dict(overrides)
+    escape_cfg = EscapeConfig(total_steps=steps, **overrides.pop("escape", {}))
+    algo = overrides.pop("algo", "lktd")
+    if algo == "lktd":
+        from lktd_ppl.agents.lktd import LKTDAgentConfig, make_lktd_train
+
+        cfg = LKTDAgentConfig(escape=escape_cfg, **overrides)
+        return make_lktd_train(cfg), cfg
+    import importlib
+
+    module = importlib.import_module(f"lktd_ppl.agents.{algo}")
+    cls = {
+        "dqn": "DQNConfig",
+        "bootdqn": "BootDQNConfig",
+        "qrdqn": "QRDQNConfig",
+        "kova": "KOVAConfig",
+    }
+    cfg = getattr(module, cls[algo])(**overrides)
+    return getattr(module, f"make_{algo}_train")(cfg, escape_cfg), cfg
 
 
 def run_config(name: str, overrides: dict, seeds: int, batch: int, steps: int, out: Path) -> None:
     import jax
 
-    from lktd_ppl.agents.harness import EscapeConfig, window_means
-    from lktd_ppl.agents.lktd import LKTDAgentConfig, make_lktd_train
+    from lktd_ppl.agents.harness import window_means
 
-    cfg = LKTDAgentConfig(escape=EscapeConfig(total_steps=steps), **overrides)
     folder = out / "runs" / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(_config_dict(cfg), indent=1))
     train = None
     for start in range(0, seeds, batch):
         stop = min(seeds, start + batch)
@@ -71,7 +107,8 @@ def run_config(name: str, overrides: dict, seeds: int, batch: int, steps: int, o
         if path.exists():
             continue
         if train is None:
-            train = make_lktd_train(cfg)
+            train, cfg = make_train_for(overrides, steps)
+            (folder / "config.json").write_text(json.dumps(_config_dict(cfg), indent=1))
         keys = jax.numpy.stack([jax.random.key(s) for s in range(start, stop)])
         t = time.perf_counter()
         res = train(
@@ -79,16 +116,17 @@ def run_config(name: str, overrides: dict, seeds: int, batch: int, steps: int, o
         )
         wall = time.perf_counter() - t
         w = window_means(res)
+        w_star = window_means(res, "metrics_qstar")
+        m = res["config"]["evals_per_window"]
         np.savez_compressed(
             path,
             seeds=np.arange(start, stop),
-            window_steps=res["eval_steps"][
-                cfg.escape.evals_per_window - 1 :: cfg.escape.evals_per_window
-            ],
+            window_steps=res["eval_steps"][m - 1 :: m],
             mean_return=res["mean_return"],
             policy_frequency=res["final"]["policy_frequency"],
             wall_time=wall,
             **{f"w_{k}": v for k, v in w.items()},
+            **{f"s_{k}": v for k, v in w_star.items()},
         )
         print(f"{name}: seeds {start}-{stop - 1} done in {wall:.0f} s -> {path}", flush=True)
 
@@ -104,7 +142,8 @@ def load_runs(out: Path, name: str) -> dict | None:
     if not files:
         return None
     parts = [dict(np.load(f)) for f in files]
-    keys = [k for k in parts[0] if k not in ("window_steps", "wall_time")]
+    common = set.intersection(*(set(p) for p in parts))
+    keys = [k for k in parts[0] if k in common and k not in ("window_steps", "wall_time")]
     data = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     data["window_steps"] = parts[0]["window_steps"]
     data["wall_time"] = np.array([float(p["wall_time"]) for p in parts])
@@ -117,18 +156,21 @@ def tukey_keep(values: np.ndarray) -> np.ndarray:
     return (values >= q1 - 1.5 * iqr) & (values <= q3 + 1.5 * iqr)
 
 
-def aggregate(data: dict) -> dict:
-    """Rows = the last windows of each run; per metric: median, trimmed mean and sd per action."""
+def aggregate(data: dict, prefix: str = "w_") -> dict:
+    """Rows = the last windows of each run; per metric: median, trimmed mean and sd per action.
+
+    ``prefix``: "w_" against Q of the epsilon-greedy policy, "s_" against Q*."""
     out = {}
     fams = {
-        "coverage": "w_coverage",
-        "coverage_equal_tailed": "w_coverage_equal_tailed",
-        "mse": "w_mse",
-        "width": "w_width",
-        "start_coverage": "w_start_coverage",
-        "start_coverage_equal_tailed": "w_start_coverage_equal_tailed",
-        "start_mse": "w_start_sq_error",
+        "coverage": "coverage",
+        "coverage_equal_tailed": "coverage_equal_tailed",
+        "mse": "mse",
+        "width": "width",
+        "start_coverage": "start_coverage",
+        "start_coverage_equal_tailed": "start_coverage_equal_tailed",
+        "start_mse": "start_sq_error",
     }
+    fams = {k: prefix + v for k, v in fams.items()}
     for fam, key in fams.items():
         rows = data[key][:, -LAST_WINDOWS:].reshape(-1, data[key].shape[-1])  # (runs*5, A)
         with warnings.catch_warnings():
@@ -142,7 +184,7 @@ def aggregate(data: dict) -> dict:
                 "rows": int(rows.shape[0]),
                 "kept": int(keep.sum()),
             }
-    cal = data["w_calibration"][:, -LAST_WINDOWS:]  # (runs, 5, L, A)
+    cal = data[prefix + "calibration"][:, -LAST_WINDOWS:]  # (runs, 5, L, A)
     out["calibration"] = np.nanmean(cal, axis=(0, 1))  # (L, A)
     out["runs"] = int(data["w_mse"].shape[0])
     return out
@@ -326,7 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     if not all_data:
         print("escape_study: no finished runs to aggregate", file=sys.stderr)
         return 1
-    summaries = {n: aggregate(d) for n, d in all_data.items()}
+    summaries = {}
+    for n, d in all_data.items():
+        summaries[n] = aggregate(d)
+        if n in DQN_TYPE and "s_mse" in d:  # their targets converge to Q*: score them there too
+            summaries[f"{n} vs Q*"] = aggregate(d, "s_")
     write_tables(summaries, args.out)
     plots(all_data, summaries, args.out)
     print((args.out / "table.md").read_text())

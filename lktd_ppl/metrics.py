@@ -96,12 +96,22 @@ def interval_metrics(
     """Metrics of the samples in ``ring`` (cells*A, slots) against ``truth`` (cells, A).
 
     ``latest`` (members, cells, A): each member's most recent sample; ``mask`` (cells, A) bool.
+    ``truth`` may carry a leading axis (k, cells, A) of several truths (e.g. Q of the
+    epsilon-greedy policy and Q*): the quantiles are computed once, the metrics per truth.
     """
-    cells, num_actions = truth.shape
+    cells, num_actions = mask.shape
     n = jnp.maximum(jnp.sum(valid), 1)
     vals = ring.reshape(cells, num_actions, -1)
     mean = jnp.sum(jnp.where(valid, vals, 0.0), axis=-1) / n
     q = quantiles(ring, valid).reshape(len(PROBS), cells, num_actions)
+
+    def against(t):
+        return _metrics_against(mean, q, latest, t, mask, start_cell)
+
+    return jax.vmap(against)(truth) if truth.ndim == 3 else against(truth)
+
+
+def _metrics_against(mean, q, latest, truth, mask, s) -> Metrics:
     qi = {p: q[i] for i, p in enumerate(PROBS)}
     lo, hi = qi[PROBS[0]], qi[PROBS[-1]]  # 2.5% and 97.5%
     t = jnp.where(mask, truth, 0.0)
@@ -109,14 +119,13 @@ def interval_metrics(
     paper = jnp.mean((latest - half < t) & (t < latest + half), axis=0)  # averaged over members
     equal = (lo < t) & (t < hi)
     calib = jnp.stack([(qi[(1 - lv) / 2] < t) & (t < qi[(1 + lv) / 2]) for lv in LEVELS])
-    w = mask.astype(ring.dtype)
+    w = mask.astype(mean.dtype)
     count = jnp.maximum(jnp.sum(w, axis=0), 1.0)
 
     def avg(x):
         return jnp.sum(w * x, axis=-2) / count
 
     sq = (mean - t) ** 2
-    s = start_cell
     return Metrics(
         mse=avg(sq),
         coverage=avg(paper),

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lktd_ppl.envs import escape
-from lktd_ppl.envs.truth import q_epsilon_greedy
+from lktd_ppl.envs.truth import q_epsilon_greedy, q_star
 from lktd_ppl.metrics import Metrics, greedy_policy_frequency, interval_metrics
 from lktd_ppl.replay import Replay, example_transition
 from lktd_ppl.rng import standard_normal, uniform
@@ -147,8 +147,9 @@ def epsilon_greedy(
 class Task(NamedTuple):
     params: escape.EscapeParams
     grid_obs: jax.Array  # (cells, 2)
-    truth: jax.Array  # (cells, A), NaN where undefined
+    truth: jax.Array  # (cells, A): Q of the epsilon-greedy optimal policy (0 where undefined)
     mask: jax.Array  # (cells, A) bool
+    truth_star: jax.Array  # (cells, A): Q* (what DQN-type targets converge to)
 
 
 def make_task(config: EscapeConfig) -> Task:
@@ -158,11 +159,13 @@ def make_task(config: EscapeConfig) -> Task:
         reward_noise_sd=config.reward_noise_sd,
         max_steps=config.max_episode_steps,
     )
+    star = q_star(config.size, config.gamma)
     return Task(
         params,
         jnp.asarray(escape.cell_observations(config.size)),
         jnp.asarray(np.nan_to_num(truth), jnp.float32),
         jnp.asarray(np.isfinite(truth)),
+        jnp.asarray(np.nan_to_num(star), jnp.float32),
     )
 
 
@@ -319,16 +322,21 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
         s, _ = jax.lax.scan(period, s, gs)
         t_end = (c + 1) * config.chunk_steps
 
+        truths = jnp.stack([task.truth, task.truth_star])
+
         def evaluate(s):
-            return interval_metrics(s.ring, s.valid, s.latest, task.truth, task.mask)
+            return interval_metrics(s.ring, s.valid, s.latest, truths, task.mask)
 
         def skip(s):
-            nan = jnp.full((num_actions,), jnp.nan)
-            return Metrics(nan, nan, nan, nan, jnp.full((4, num_actions), jnp.nan), nan, nan, nan)
+            nan = jnp.full((2, num_actions), jnp.nan)
+            return Metrics(
+                nan, nan, nan, nan, jnp.full((2, 4, num_actions), jnp.nan), nan, nan, nan
+            )
 
-        metrics = jax.lax.cond(t_end > burn_in, evaluate, skip, s)
+        both = jax.lax.cond(t_end > burn_in, evaluate, skip, s)
         out = {
-            "metrics": metrics,
+            "metrics": jax.tree.map(lambda x: x[0], both),
+            "metrics_qstar": jax.tree.map(lambda x: x[1], both),
             "mean_return": s.ret_sum / jnp.maximum(s.ret_count, 1),
             "episodes": s.ret_count,
         }
@@ -387,6 +395,7 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
             "config": asdict(config),
             "eval_steps": np.arange(1, num_chunks + 1) * config.chunk_steps,
             "metrics": stacked["metrics"]._asdict(),
+            "metrics_qstar": stacked["metrics_qstar"]._asdict(),
             "mean_return": stacked["mean_return"],
             "episodes": stacked["episodes"],
             "final": final,
@@ -399,12 +408,15 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
     return train
 
 
-def window_means(results: dict) -> dict:
-    """Average the per-evaluation metrics over each window: arrays (seeds, windows, ...)."""
+def window_means(results: dict, which: str = "metrics") -> dict:
+    """Average the per-evaluation metrics over each window: arrays (seeds, windows, ...).
+
+    ``which``: "metrics" (against Q of the epsilon-greedy policy) or "metrics_qstar" (against Q*).
+    """
     cfg = results["config"]
     m = cfg["evals_per_window"]
     out = {}
-    for k, v in results["metrics"].items():
+    for k, v in results[which].items():
         seeds, evals = v.shape[:2]
         out[k] = np.nanmean(v.reshape(seeds, evals // m, m, *v.shape[2:]), axis=2)
     return out

@@ -1,0 +1,75 @@
+"""Wall time of escape runs (issue: speed targets), on this machine, compile included.
+
+    .venv/bin/python experiments/bench_escape_run.py [--steps 1000000] [--short 100000]
+
+1. one ``--steps`` LKTD run (the paper's settings, 1 chain), compile included, in this process;
+2. seeds vmapped: ``--short``-step runs of 1, 2 and 4 seeds (compiled first), time per seed;
+3. chains: ``--short``-step runs with m = 1, 4, 10 chains, time relative to one chain.
+Reference (issue): the official PyTorch code needs about 1.25 hours per 1M-step run on this CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+import warnings
+
+import jax
+
+from lktd_ppl.agents.harness import EscapeConfig
+from lktd_ppl.agents.lktd import LKTDAgentConfig, make_lktd_train
+
+OFFICIAL_SECONDS_PER_1M = 1.25 * 3600
+
+
+def timed(cfg: LKTDAgentConfig, seeds: int, compile_first: bool) -> float:
+    train = make_lktd_train(cfg)
+    keys = jax.random.split(jax.random.key(0), seeds)
+    if compile_first:
+        train(keys, progress=False)
+    t = time.perf_counter()
+    train(keys, progress=False)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    warnings.simplefilter("ignore")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--steps", type=int, default=1_000_000)
+    ap.add_argument("--short", type=int, default=100_000)
+    args = ap.parse_args()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
+        f"({jax.devices()[0].platform})"
+    )
+    t = time.perf_counter()
+    cfg = LKTDAgentConfig(compat=True, escape=EscapeConfig(total_steps=args.steps))
+    make_lktd_train(cfg)(jax.random.key(0)[None], progress=False)
+    one = time.perf_counter() - t
+    print(
+        f"one {args.steps:,}-step LKTD run, compile included: {one:.1f} s "
+        f"(official code: {OFFICIAL_SECONDS_PER_1M * args.steps / 1e6:.0f} s; "
+        f"{OFFICIAL_SECONDS_PER_1M * args.steps / 1e6 / one:.0f}x faster)"
+    )
+    short = EscapeConfig(total_steps=args.short)
+    base = None
+    for seeds in (1, 2, 4):
+        dt = timed(LKTDAgentConfig(escape=short), seeds, True)
+        base = base or dt
+        print(
+            f"{seeds} seed(s) vmapped, {args.short:,} steps: {dt:.1f} s, {dt / seeds:.1f} s per seed"
+        )
+    per_seed_1m = base * args.steps / args.short
+    print(
+        f"-> 100 seeds x 1M steps, one seed at a time: about {100 * per_seed_1m / 60:.0f} min "
+        "(extrapolated from the short runs)"
+    )
+    for m in (1, 4, 10):
+        dt = timed(LKTDAgentConfig(num_chains=m, escape=short), 1, True)
+        print(f"{m:2d} chain(s), {args.short:,} steps: {dt:.1f} s ({dt / base:.2f}x one chain)")
+
+
+if __name__ == "__main__":
+    main()

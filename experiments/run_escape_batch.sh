@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The seed schedule this session ran in the background (resumable: finished batches are skipped).
+# Extend the counts and rerun to add seeds; the full counts are escape_study.py's defaults.
+set -u
+cd "$(dirname "$0")/.."
+py=.venv/bin/python
+run() { $py experiments/escape_study.py --configs "$1" --seeds "$2" ; }
+run lktd_N10000_compat 10
+run lktd_N10000_eqspeed 4
+run lktd_N10000 4
+run sgld_N10000_compat 4
+run sghmc_N10000_compat 4
+run dqn 4
+run bootdqn 4
+run qrdqn 4
+run lktd_N2500_compat 4
+run lktd_N5000_compat 4
+run lktd_N2500 3
+run lktd_N5000 3
+run lktd_N10000_m10 2
+run lktd_N10000_compat 20
