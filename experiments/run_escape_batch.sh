@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The seed schedule this session ran in the background (resumable: finished batches are skipped).
-# Extend the counts and rerun to add seeds; the full counts are escape_study.py's defaults.
+# The seed schedule run in the background (resumable: finished batches are skipped). Extend the
+# counts and rerun to add seeds; the full counts are escape_study.py's defaults.
 set -u
 cd "$(dirname "$0")/.."
 py=.venv/bin/python
@@ -11,11 +11,12 @@ run lktd_N10000 4
 run sgld_N10000_compat 4
 run sghmc_N10000_compat 4
 run dqn 4
-run bootdqn 4
-run qrdqn 4
-run lktd_N2500_compat 4
-run lktd_N5000_compat 4
-run lktd_N2500 3
-run lktd_N5000 3
+run bootdqn 3
+run qrdqn 3
 run lktd_N10000_m10 2
+run lktd_N2500_compat 3
+run lktd_N5000_compat 3
+run lktd_N2500 2
+run lktd_N5000 2
 run lktd_N10000_compat 20
+run kova_compat 1

@@ -1,21 +1,30 @@
-"""lktd_ppl: Langevinized Kalman Temporal Difference on NumPyro-declared state-space models."""
+"""lktd_ppl: Langevinized Kalman Temporal Difference on NumPyro-declared state-space models.
 
-from lktd_ppl.api import load_model, sample
-from lktd_ppl.filter import LKTDState, SamplerConfig, lktd, polynomial_schedule
-from lktd_ppl.samplers import sghmc, sgld
-from lktd_ppl.ssm import STAGE_KEY, ModelError, StateSpaceModel, from_numpyro
+The public names are loaded on first use, so ``import lktd_ppl`` (and ``lktd --help``) does not
+import JAX.
+"""
 
-__all__ = [
-    "STAGE_KEY",
-    "LKTDState",
-    "ModelError",
-    "SamplerConfig",
-    "StateSpaceModel",
-    "from_numpyro",
-    "lktd",
-    "load_model",
-    "polynomial_schedule",
-    "sample",
-    "sghmc",
-    "sgld",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "load_model": "lktd_ppl.api",
+    "sample": "lktd_ppl.api",
+    "LKTDState": "lktd_ppl.filter",
+    "SamplerConfig": "lktd_ppl.filter",
+    "lktd": "lktd_ppl.filter",
+    "polynomial_schedule": "lktd_ppl.filter",
+    "sghmc": "lktd_ppl.samplers",
+    "sgld": "lktd_ppl.samplers",
+    "STAGE_KEY": "lktd_ppl.ssm",
+    "ModelError": "lktd_ppl.ssm",
+    "StateSpaceModel": "lktd_ppl.ssm",
+    "from_numpyro": "lktd_ppl.ssm",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lktd_ppl' has no attribute {name!r}")

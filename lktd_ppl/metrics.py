@@ -50,6 +50,11 @@ def _quantiles_numpy(values: np.ndarray, valid: np.ndarray, probs: tuple[float, 
     """
     values = np.where(valid[..., None, :], values, np.inf)
     srt = np.sort(values, axis=-1)
+    with np.errstate(invalid="ignore"):  # an empty buffer gives inf - inf = nan, as it should
+        return _lerp_quantiles(srt, valid, probs)
+
+
+def _lerp_quantiles(srt: np.ndarray, valid: np.ndarray, probs: tuple[float, ...]) -> np.ndarray:
     n = valid.sum(axis=-1)  # (...)
     out = []
     for p in probs:

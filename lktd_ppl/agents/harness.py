@@ -16,6 +16,7 @@ and log lines between chunks), vmapped over seeds.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
@@ -375,7 +376,8 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
                     bar.update(config.chunk_steps)
                 if (c + 1) % config.evals_per_window == 0:
                     win = jax.device_get(outs[-config.evals_per_window :])
-                    cov = np.nanmean([o["metrics"].coverage for o in win])
+                    covs = np.array([o["metrics"].coverage for o in win])
+                    cov = np.nanmean(covs) if np.isfinite(covs).any() else np.nan  # burn-in: none
                     ret = np.mean([o["mean_return"] for o in win])
                     rate = steps * len(keys) / (time.perf_counter() - t0)
                     line = (
@@ -418,5 +420,7 @@ def window_means(results: dict, which: str = "metrics") -> dict:
     out = {}
     for k, v in results[which].items():
         seeds, evals = v.shape[:2]
-        out[k] = np.nanmean(v.reshape(seeds, evals // m, m, *v.shape[2:]), axis=2)
+        with warnings.catch_warnings():  # windows inside the burn-in hold no evaluation: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[k] = np.nanmean(v.reshape(seeds, evals // m, m, *v.shape[2:]), axis=2)
     return out

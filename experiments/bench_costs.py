@@ -1,0 +1,131 @@
+"""Cost of one update / training stage for every method, in one run so the ratios hold.
+
+    .venv/bin/python experiments/bench_costs.py [--hidden 32 32] [--hidden2 64 64] [--out FILE]
+
+For each network size: every learner's ``update`` (one training stage: for LKTD, SGLD and SGHMC the
+Gibbs draw / kappa = 5 inner steps; for the DQN family one gradient update; for KOVA one EKF step)
+timed inside a jitted ``lax.scan`` over a fixed minibatch of 100, repeats interleaved, median; the
+LKTD family's per-inner-step cost is the stage divided by kappa.  Memory: the bytes of each
+learner's state (parameters, optimiser, target network, KOVA's p x p covariance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def batch(n: int = 100) -> dict:
+    k = jax.random.split(jax.random.key(0), 6)
+    return {
+        "obs": jax.random.uniform(k[0], (n, 2)),
+        "action": jax.random.randint(k[1], (n,), 0, 4),
+        "reward": -1.0 + 0.1 * jax.random.normal(k[2], (n,)),
+        "next_obs": jax.random.uniform(k[3], (n, 2)),
+        "next_action": jax.random.randint(k[4], (n,), 0, 4),
+        "terminated": jnp.zeros(n),
+        "next_mask": jnp.ones((n, 4), jnp.int8),
+        "boot_mask": jnp.ones((n, 10), jnp.int8),
+        "stage": jnp.int32(100),
+    }
+
+
+def model_with_hidden(hidden: tuple[int, ...], folder: Path) -> str:
+    """A copy of models/mlp_q.py with another HIDDEN (how a user changes the network)."""
+    src = (ROOT / "models" / "mlp_q.py").read_text()
+    path = folder / f"mlp_q_{'x'.join(map(str, hidden))}.py"
+    path.write_text(src.replace("HIDDEN = (32, 32)", f"HIDDEN = {hidden!r}"))
+    return f"{path}:sarsa_spike_slab"
+
+
+def learners(hidden: tuple[int, ...], folder: Path) -> dict:
+    from lktd_ppl.agents.bootdqn import BootDQNConfig, make_bootdqn_learner
+    from lktd_ppl.agents.dqn import DQNConfig, make_dqn_learner
+    from lktd_ppl.agents.kova import KOVAConfig, make_kova_learner
+    from lktd_ppl.agents.lktd import LKTDAgentConfig, lktd_learner
+    from lktd_ppl.agents.qrdqn import QRDQNConfig, make_qrdqn_learner
+
+    model = model_with_hidden(hidden, folder)
+    out = {}
+    for method in ("lktd", "sgld", "sghmc"):
+        out[method] = lktd_learner(LKTDAgentConfig(model=model, method=method), 100)
+    out["dqn"] = make_dqn_learner(DQNConfig(hidden=hidden))
+    out["bootdqn"] = make_bootdqn_learner(BootDQNConfig(hidden=hidden))
+    out["qrdqn"] = make_qrdqn_learner(QRDQNConfig(hidden=hidden))
+    out["kova"] = make_kova_learner(KOVAConfig(hidden=hidden))
+    return out
+
+
+def time_updates(learner, b: dict, reps: int) -> tuple[float, int]:
+    state = learner.init(jax.random.key(1))
+    nbytes = sum(x.nbytes for x in jax.tree.leaves(state))
+
+    @jax.jit
+    def run(s, key):
+        return jax.lax.scan(
+            lambda s, k: (learner.update(k, s, b), None), s, jax.random.split(key, reps)
+        )[0]
+
+    jax.block_until_ready(run(state, jax.random.key(2)))
+    return run, state, nbytes
+
+
+def main() -> None:
+    warnings.simplefilter("ignore")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[32, 32])
+    ap.add_argument("--hidden2", type=int, nargs="+", default=[64, 64])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) here")
+    args = ap.parse_args()
+    b = batch()
+    lines = [
+        f"machine: {platform.machine()}, jax {jax.__version__} ({jax.devices()[0].platform}); "
+        "batch 100; median of interleaved repeats",
+        "",
+        "| network | method | per stage (ms) | per inner step (ms) | vs LKTD inner step | state memory |",
+        "|---|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for hidden in (tuple(args.hidden), tuple(args.hidden2)):
+            ls = learners(hidden, Path(tmp))
+            runs = {}
+            for name, learner in ls.items():
+                reps = 3 if name == "kova" else 200
+                runs[name] = (*time_updates(learner, b, reps), reps)
+            times = {name: [] for name in runs}
+            for _ in range(args.repeats):
+                for name, (run, state, _, reps) in runs.items():
+                    t = time.perf_counter()
+                    jax.block_until_ready(run(state, jax.random.key(3)))
+                    times[name].append((time.perf_counter() - t) / reps)
+            med = {k: float(np.median(v)) for k, v in times.items()}
+            inner = med["lktd"] / 5
+            for name in runs:
+                per_inner = med[name] / 5 if name in ("lktd", "sgld", "sghmc") else None
+                mem = runs[name][2]
+                lines.append(
+                    f"| {list(hidden)} | {name} | {med[name] * 1e3:.3f} | "
+                    f"{'-' if per_inner is None else f'{per_inner * 1e3:.3f}'} | "
+                    f"{med[name] / inner:.1f}x | {mem / 1e6:.2f} MB |"
+                )
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
