@@ -192,7 +192,7 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
         return jnp.minimum(jnp.floor(u * m).astype(jnp.int32), m - 1)
 
     def init(key: jax.Array) -> RunState:
-        key, k_env, k_learn, k_first = jax.random.split(key, 4)
+        key, k_env, k_learn, k_first, k_z = jax.random.split(key, 5)
         obs, env = escape.reset(k_env, params)
         legal = escape.action_mask(env, params)
         learner_state = learner.init(k_learn)
@@ -216,7 +216,7 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
             ret_sum=jnp.zeros(()),
             ret_count=jnp.zeros(()),
         )
-        z = standard_normal(k_first, (1,))[0]
+        z = standard_normal(k_z, (1,))[0]
         return env_step(state, jnp.int32(0), (u[:NUM_UNIFORMS], z, k_first), first=True)
 
     def env_step(s: RunState, t: jax.Array, rand: tuple, first: bool = False) -> RunState:
