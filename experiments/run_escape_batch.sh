@@ -14,9 +14,22 @@ run dqn 4
 run bootdqn 3
 run qrdqn 3
 run lktd_N10000_m10 2
+# exploration towards a calibrated configuration (see RESULTS.md), run beside the schedule:
+run explore_N40000 2
+run explore_N40000_compat 2
+run explore_N10000_m4 1
+run explore_N40000_m4 1
+run explore_N10000_eps5e-6 2
+run explore_N10000_batch500 2
 run lktd_N2500_compat 3
 run lktd_N5000_compat 3
 run lktd_N2500 2
 run lktd_N5000 2
 run lktd_N10000_compat 20
-run kova_compat 1
+run lktd_N10000_m10 6      # ran in a second process beside the lines below
+run lktd_N10000_compat 30
+run dqn 8
+run qrdqn 6
+run sgld_N10000_compat 8
+run sghmc_N10000_compat 8
+run kova_compat 1          # about 3 h per 1M-step run on this CPU: not finished this session
