@@ -33,3 +33,14 @@ run qrdqn 6
 run sgld_N10000_compat 8
 run sghmc_N10000_compat 8
 run kova_compat 1          # about 3 h per 1M-step run on this CPU: not finished this session
+# second session (2026-11-27, from 11:40 UTC), one background process beside development work:
+run dqn 20
+run qrdqn 20
+run sgld_N10000_compat 20
+run sghmc_N10000_compat 20
+run lktd_N10000_compat 100
+run lktd_N2500_compat 20
+run lktd_N5000_compat 20
+run bootdqn 20
+run lktd_N2500 20
+run lktd_N5000 20

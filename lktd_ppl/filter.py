@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from lktd_ppl.langevin import langevin_step
-from lktd_ppl.rng import standard_normal
+from lktd_ppl.rng import standard_normal, stream, stream_normal
 from lktd_ppl.ssm import Batch, Measurement, StateSpaceModel
 
 
@@ -94,24 +94,48 @@ def _scale(meas: Measurement) -> jax.Array:
     return meas.scale**2
 
 
+class Forward(NamedTuple):
+    """One forward pass at theta: log pi(theta), the measurement, and the pullback of (lp, loc)."""
+
+    log_prior: jax.Array
+    meas: Measurement
+    vjp: Callable[[tuple[jax.Array, jax.Array]], tuple[jax.Array]]
+
+
+def forward(ssm: StateSpaceModel, theta: jax.Array, batch: Batch) -> Forward:
+    """Evaluate the model once at ``theta``, keeping what the backward pass needs."""
+
+    def f(t):
+        lp, meas = ssm.prior_and_measure(t, batch)
+        return (lp, meas.loc), (lp, meas)
+
+    _, vjp, (lp, meas) = jax.vjp(f, theta, has_aux=True)
+    return Forward(lp, meas, vjp)
+
+
 def augmented_drift(
-    ssm: StateSpaceModel, config: SamplerConfig, state: LKTDState, batch: Batch
+    ssm: StateSpaceModel,
+    config: SamplerConfig,
+    state: LKTDState,
+    batch: Batch,
+    fwd: Forward | None = None,
 ) -> tuple[tuple[jax.Array, jax.Array], Measurement]:
-    """grad of log pi~(phi) w.r.t. (theta, xi): one forward and one backward pass, no Jacobian."""
+    """grad of log pi~(phi) w.r.t. (theta, xi): one forward and one backward pass, no Jacobian.
+
+    ``fwd``: the forward pass at ``state.position`` if already computed (the stage start has it).
+    """
     n = state.xi.size
     c = config.pseudo_population / n
-
-    def f(theta):
-        lp, meas = ssm.prior_and_measure(theta, batch)
-        return (lp, meas.loc), meas
-
-    (_, h), vjp, meas = jax.vjp(f, state.position, has_aux=True)
-    resid = meas.weight * (state.xi - h) / (config.alpha * _scale(meas))
+    if fwd is None:
+        fwd = forward(ssm, state.position, batch)
+    meas = fwd.meas
+    one = jnp.ones((), fwd.log_prior.dtype)
+    resid = meas.weight * (state.xi - meas.loc) / (config.alpha * _scale(meas))
     if config.compat:  # doubled likelihood, and no c on the xi-block
-        g_theta = vjp((jnp.ones(()), 2.0 * c * resid))[0]
+        g_theta = fwd.vjp((one, 2.0 * c * resid))[0]
         g_xi = -2.0 * resid
     else:
-        g_theta = vjp((jnp.ones(()), c * resid))[0]
+        g_theta = fwd.vjp((one, c * resid))[0]
         g_xi = -c * resid
     return (g_theta, g_xi), meas
 
@@ -125,15 +149,18 @@ def inner_step(
     key: jax.Array | None = None,
     noise: InnerNoise | None = None,
     analysis_r_factor: float = 2.0,
+    fwd: Forward | None = None,
 ) -> LKTDState:
     """One forecast + analysis.  Give either ``key`` or the standard-normal ``noise``.
 
     ``analysis_r_factor`` is the "2" of R = 2(1-alpha)sigma^2 (kept as an argument for the
-    negative control of the Lemma-1 test; never change it otherwise).
+    negative control of the Lemma-1 test; never change it otherwise).  ``fwd``: the forward pass
+    at ``state.position``, if the caller has it (the first inner step of a stage reuses the one
+    the Gibbs draw of xi needed).
     """
     n = state.xi.size
     c = config.pseudo_population / n
-    (g_theta, g_xi), meas = augmented_drift(ssm, config, state, batch)
+    (g_theta, g_xi), meas = augmented_drift(ssm, config, state, batch, fwd)
     h_step = 0.5 * eps / c
     if noise is None:
         noise = split_noise(standard_normal(key, (noise_size(state),)), state)
@@ -166,12 +193,20 @@ def gaussian_loglik(meas: Measurement) -> jax.Array:
     return jnp.sum(meas.weight * ll)
 
 
+# Without explicit noise, a stage draws each inner step's noise as it goes when one step needs at
+# most this many normals, and the whole stage's at once otherwise: on the 2-core CPU the first is
+# faster at [32, 32] (p + 2n = 1484: 25.9 against 27.3 us per inner step), the second at [64, 64]
+# (4812: 62 against 86 us), where the draw competes with larger matrix products
+# (experiments/bench_inner_step.py).
+STREAM_MAX = 2048
+
+
 class Kernel(NamedTuple):
     """``init(position) -> state``; ``step(key, state, batch, noise=None) -> (state, StageInfo)``.
 
     ``noise``, if given, is the flat vector of ``noise_size`` standard normals that one stage
-    consumes (else it is drawn from ``key``).  Drawing it for many stages at once, outside the
-    stage loop, is about 1.5x cheaper per number on CPU than drawing it per stage.
+    consumes (else it is drawn from ``key``, see ``STREAM_MAX``).  Drawing it for many stages at
+    once, outside the stage loop (as :func:`lktd_ppl.sample` does), is the cheapest on CPU.
     """
 
     init: Callable[..., Any]
@@ -198,21 +233,35 @@ def lktd(ssm: StateSpaceModel, config: SamplerConfig) -> Kernel:
     def step(
         key: jax.Array, state: LKTDState, batch: Batch, noise: jax.Array | None = None
     ) -> tuple[LKTDState, StageInfo]:
-        if noise is None:  # the whole stage's noise in one draw: cheaper than one per step
-            noise = standard_normal(key, (total,), state.position.dtype)
-        log_prior, meas = ssm.prior_and_measure(state.position, batch)
-        z_gibbs = noise[:m].reshape(ssm.obs_shape)
-        state = LKTDState(state.position, gibbs_xi(config, meas, None, z=z_gibbs))
+        # one forward pass at the stage's start serves the Gibbs draw of xi and the first inner step
+        fwd = forward(ssm, state.position, batch)
+        dtype = state.position.dtype
+        if noise is None and per_step <= STREAM_MAX:
+            # draw as we go from one stream: each step's draw is independent of that step's
+            # passes through the network, so XLA may run it meanwhile on another core
+            rng, z_gibbs = stream_normal(stream(key), ssm.obs_shape, dtype)
+            z_inner = None
+        else:
+            if noise is None:  # larger models: the whole stage's noise in one draw
+                noise = standard_normal(key, (total,), dtype)
+            rng, z_gibbs = None, noise[:m].reshape(ssm.obs_shape)
+            z_inner = noise[m:].reshape(config.kappa, per_step)
+        state = LKTDState(state.position, gibbs_xi(config, fwd.meas, None, z=z_gibbs))
 
-        def body(s, xs):
-            k, z_k = xs
+        def inner(carry, k, fwd=None):
+            s, rng = carry
+            if z_inner is None:
+                rng, z_k = stream_normal(rng, (per_step,), dtype)
+            else:
+                z_k = z_inner[k - 1]
             eps = config.schedule(config.step_size, k)
-            return inner_step(ssm, config, s, batch, eps, noise=split_noise(z_k, s)), None
+            s = inner_step(ssm, config, s, batch, eps, noise=split_noise(z_k, s), fwd=fwd)
+            return s, rng
 
-        ks = jnp.arange(1, config.kappa + 1)
-        z_inner = noise[m:].reshape(config.kappa, per_step)
-        state, _ = jax.lax.scan(body, state, (ks, z_inner))
-        return state, StageInfo(log_prior, gaussian_loglik(meas))
+        carry = inner((state, rng), jnp.asarray(1), fwd)
+        ks = jnp.arange(2, config.kappa + 1)
+        (state, _), _ = jax.lax.scan(lambda c, k: (inner(c, k), None), carry, ks)
+        return state, StageInfo(fwd.log_prior, gaussian_loglik(fwd.meas))
 
     return Kernel(init, step, total)
 

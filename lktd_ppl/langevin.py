@@ -10,8 +10,8 @@ way); ``tests/test_langevin.py`` pins that, given the same noise, they equal Bla
 (``blackjax.sgld`` and ``blackjax.sgmcmc.diffusions.sghmc``) to the last bit.
 
 The kernels draw the noise with :func:`lktd_ppl.rng.standard_normal` (XLA's Threefry bit
-generator), about 5x faster on CPU than ``jax.random.normal``; the noise is most of a naive LKTD
-step's cost (``experiments/bench_inner_step.py``).
+generator and Box-Muller), several times cheaper on CPU than ``jax.random.normal`` at the sizes of
+one step; the noise was most of a naive LKTD step's cost (``experiments/results/bench_inner_step.md``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,21 @@
-"""A multilayer perceptron whose weights are NumPyro sample sites (the Q-network of the models)."""
+"""A multilayer perceptron whose weights are NumPyro sample sites (the Q-network of the models).
+
+Two details keep the forward and backward passes cheap on CPU, where these networks are tiny (batch
+100, widths 32) and a matrix product's fixed cost rivals its arithmetic
+(``experiments/results/bench_inner_step.md``):
+
+- a first layer with at most ``SMALL_FAN_IN`` inputs (the escape room's (x, y)) and at most
+  ``SMALL_FAN_OUT`` outputs is written as broadcast multiply-adds, which XLA fuses with the bias and
+  the ReLU, instead of a product with an inner dimension of 2 (forward pass 6.4 -> 4.6 us at
+  [32, 32], batch 100; at [64, 64] the fused form is slower, so wider layers keep the product);
+- :func:`mlp_apply_at` evaluates the output layer only at one action per row, ``Q(s_i, a_i)``: what a
+  TD measurement needs, without the (n, A) table (forward and backward 14.6 -> 11.4 us at [32, 32]);
+  for hidden layers wider than ``SMALL_FAN_OUT`` it takes the action from the full table, which was
+  faster there (a whole LKTD inner step at [64, 64]: 63 us against 76 us).
+
+These are measurements of XLA's CPU backend (JAX 0.11.2, ``experiments/bench_inner_step.py``); the
+values are the same either way up to float rounding.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +39,39 @@ def mlp_sites(
     return layers
 
 
-def mlp_apply(layers: Sequence[tuple[jax.Array, jax.Array]], x: jax.Array) -> jax.Array:
-    """ReLU MLP forward pass; linear output layer."""
-    for w, b in layers[:-1]:
-        x = jax.nn.relu(x @ w + b)
-    w, b = layers[-1]
+SMALL_FAN_IN = 4  # first layers with at most this many inputs ...
+SMALL_FAN_OUT = 32  # ... and at most this many outputs skip the matrix product
+
+Layers = Sequence[tuple[jax.Array, jax.Array]]
+
+
+def dense(w: jax.Array, b: jax.Array, x: jax.Array) -> jax.Array:
+    """``x @ w + b``; for a small layer (see ``SMALL_FAN_IN``), as fused multiply-adds."""
+    if w.shape[0] <= SMALL_FAN_IN and w.shape[1] <= SMALL_FAN_OUT:
+        return b + sum(x[..., i : i + 1] * w[i] for i in range(w.shape[0]))
     return x @ w + b
+
+
+def mlp_features(layers: Layers, x: jax.Array) -> jax.Array:
+    """The last hidden layer's activations (every layer but the output one, ReLU)."""
+    for w, b in layers[:-1]:
+        x = jax.nn.relu(dense(w, b, x))
+    return x
+
+
+def mlp_apply(layers: Layers, x: jax.Array) -> jax.Array:
+    """ReLU MLP forward pass; linear output layer: Q(x, .) of shape (n, A)."""
+    w, b = layers[-1]
+    return dense(w, b, mlp_features(layers, x))
+
+
+def mlp_apply_at(layers: Layers, x: jax.Array, action: jax.Array) -> jax.Array:
+    """``mlp_apply(layers, x)[i, action[i]]`` without the other outputs: Q(x_i, a_i), shape (n,)."""
+    w, b = layers[-1]
+    if w.shape[0] > SMALL_FAN_OUT:
+        return take_action(mlp_apply(layers, x), action)
+    a = action.astype(jnp.int32)
+    return jnp.sum(mlp_features(layers, x) * w.T[a], axis=-1) + b[a]
 
 
 def take_action(q: jax.Array, action: jax.Array) -> jax.Array:

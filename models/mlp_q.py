@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpyro
 from numpyro import distributions as dist
 
-from lktd_ppl.nets import mlp_apply, mlp_sites, take_action
+from lktd_ppl.nets import mlp_apply, mlp_apply_at, mlp_sites
 from lktd_ppl.priors import annealed_lambda, spike_and_slab
 from lktd_ppl.ssm import STAGE_KEY
 
@@ -51,18 +51,20 @@ def _gaussian_prior(batch):
 def _q_model(batch, prior, bootstrap):
     obs = batch["obs"]
     layers = mlp_sites(obs.shape[-1], HIDDEN, NUM_ACTIONS, prior(batch))
-    q = numpyro.deterministic("q", mlp_apply(layers, obs))
-    q_next = jax.lax.stop_gradient(mlp_apply(layers, batch["next_obs"]))
-    not_done = 1.0 - batch["terminated"].astype(q.dtype)
-    loc = take_action(q, batch["action"]) - GAMMA * not_done * bootstrap(q_next, batch)
+    numpyro.deterministic("q", mlp_apply(layers, obs))  # (n, A); computed only where it is read
+    q_sa = mlp_apply_at(layers, obs, batch["action"])
+    q_next = jax.lax.stop_gradient(bootstrap(layers, batch))
+    not_done = 1.0 - batch["terminated"].astype(q_sa.dtype)
+    loc = q_sa - GAMMA * not_done * q_next
     numpyro.sample("reward", dist.Normal(loc, SIGMA), obs=batch["reward"])
 
 
-def _sarsa(q_next, batch):
-    return take_action(q_next, batch["next_action"])
+def _sarsa(layers, batch):
+    return mlp_apply_at(layers, batch["next_obs"], batch["next_action"])
 
 
-def _qlearning(q_next, batch):
+def _qlearning(layers, batch):
+    q_next = mlp_apply(layers, batch["next_obs"])
     return jnp.max(jnp.where(batch["next_mask"] > 0, q_next, -jnp.inf), axis=-1)
 
 
