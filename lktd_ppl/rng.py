@@ -56,9 +56,11 @@ def _bits_fn(shape: tuple[int, ...]):
     @bits.def_vmap
     def _batched(axis_size, in_batched, state):
         # RngBitGenerator's own batching rule does not give each key its own stream: map instead
-        del axis_size
+        # (a batch of one, e.g. one seed of a vmapped run, needs no loop)
         if not in_batched[0]:
             return bits(state), (False, False)
+        if axis_size == 1:
+            return jax.tree.map(lambda x: x[None], bits(state[0])), (True, True)
         return lax.map(bits, state), (True, True)
 
     return bits

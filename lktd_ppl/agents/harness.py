@@ -266,11 +266,6 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
             ret_count=s.ret_count + done,
         )
 
-    def train_stage(learner_state, replay_state, stage, key):
-        k_batch, k_update = jax.random.split(key)
-        batch = {**replay.sample(replay_state, k_batch), "stage": stage}
-        return learner.update(k_update, learner_state, batch)
-
     def store_samples(s: RunState, store: jax.Array) -> RunState:
         """Write every member's Q-grid into the ring where ``store``: a masked in-place update
         (a ``cond`` around the multi-MB ring would copy it at every stage)."""
@@ -306,12 +301,16 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
         t_end = (g + 1) * config.train_every
         stage = (t_end - config.train_start) // config.train_every  # 0 at the first stage
         do_train = t_end >= config.train_start
+        # the minibatch is drawn outside the cond: with the replay buffer as an operand, the cond
+        # cost about 50 us per stage more on CPU (1M steps: about 5 s)
+        k_batch, k_update = jax.random.split(k_train)
+        batch = {**replay.sample(s.replay, k_batch), "stage": stage}
         learner_state = jax.lax.cond(
             do_train,
-            lambda l, r: train_stage(l, r, stage, k_train),
-            lambda l, r: l,
+            lambda l, b: learner.update(k_update, l, b),
+            lambda l, b: l,
             s.learner,
-            s.replay,
+            batch,
         )
         s = s._replace(learner=learner_state)
         if learner.acting_member is not None:  # e.g. BootDQN: the acting head changes with updates

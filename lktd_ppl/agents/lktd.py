@@ -82,9 +82,10 @@ def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4)
         return jax.vmap(lambda th: ssm.deterministic(th, b, "q"))(state.position)
 
     def update(key, state, batch):
+        # the chains share the minibatch; they run one after the other (lax.map): on CPU a vmapped
+        # stage (batched matrix products) cost more per chain than one chain alone
         keys = jax.random.split(key, m)
-        new, _ = jax.vmap(kernel.step, in_axes=(0, 0, None))(keys, state, batch)
-        return new
+        return jax.lax.map(lambda ks: kernel.step(ks[0], ks[1], batch)[0], (keys, state))
 
     return Learner(members=m, init=init, q_values=q_values, q_grid=q_grid, update=update)
 
