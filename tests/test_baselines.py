@@ -230,3 +230,18 @@ def test_runs_in_escape_harness(make):
     out = make_train(cfg, learner)(jax.random.split(jax.random.key(0), 1), progress=False)
     assert out["final"]["valid"].sum() == 20 * learner.members
     assert np.isfinite(out["metrics"]["mse"][:, -1]).all()
+
+
+@pytest.mark.parametrize(
+    "make, cfg", [(make_dqn_learner, DQNConfig), (make_qrdqn_learner, QRDQNConfig)]
+)
+def test_official_initialisation(make, cfg):
+    """Default: every weight and bias N(0, 0.1^2), as the official networks; None: flax's."""
+    leaves = jax.tree.leaves(make(cfg()).init(jax.random.key(0)).params)
+    values = np.concatenate([np.ravel(x) for x in leaves])
+    assert values.size > 1000
+    assert abs(values.std() - 0.1) < 0.01 and abs(values.mean()) < 0.01
+    biases = [np.asarray(x) for x in leaves if np.ndim(x) == 1]
+    assert all(np.abs(b).max() > 0 for b in biases)
+    flax_leaves = jax.tree.leaves(make(cfg(init_sd=None)).init(jax.random.key(0)).params)
+    assert all(np.all(np.asarray(x) == 0) for x in flax_leaves if np.ndim(x) == 1)

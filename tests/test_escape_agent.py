@@ -116,3 +116,27 @@ def test_variants_learn_in_the_same_harness(overrides):
     assert samples.shape[0] == 3000 * cfg.num_chains
     err = np.abs(samples[:, 0, :2].mean(0) - np.asarray(TASK.truth)[0, :2])
     assert np.all(err < 0.5), err
+
+
+def test_annealed_step_size_is_the_constant_one_at_that_stage():
+    """step_size_decay: a stage at t uses eps0 (1 + t / t0)^-decay, else the same kernel."""
+    from lktd_ppl.replay import example_transition
+
+    annealed = LKTDAgentConfig(step_size=2e-5, step_size_decay=1.0, step_size_decay_stages=100.0)
+    at_300 = LKTDAgentConfig(step_size=2e-5 / 4.0)  # (1 + 300 / 100)^-1 = 1/4
+    rows = {k: jnp.broadcast_to(v, (100, *v.shape)) for k, v in example_transition(2, 4).items()}
+    key = jax.random.key(7)
+    batch = {
+        **rows,
+        "obs": jax.random.uniform(key, (100, 2)),
+        "next_obs": jax.random.uniform(jax.random.key(8), (100, 2)),
+        "reward": -jnp.ones(100),
+        "stage": jnp.int32(300),
+    }
+    outs = []
+    for cfg in (annealed, at_300, LKTDAgentConfig(step_size=2e-5)):
+        learner = lktd_learner(cfg, 100)
+        state = learner.init(jax.random.key(1))
+        outs.append(np.asarray(learner.update(jax.random.key(2), state, batch).position))
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-7)
+    assert np.abs(outs[0] - outs[2]).max() > 1e-4  # the constant eps0 moves differently

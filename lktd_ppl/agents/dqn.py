@@ -11,6 +11,7 @@ Learner state: :class:`DQNState` (online params, target params, Adam state, upda
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -25,16 +26,26 @@ from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
 
 
 class MLP(nn.Module):
-    """ReLU MLP; ``out`` outputs (linear), or the last hidden layer's activations if ``out`` is 0."""
+    """ReLU MLP; ``out`` outputs (linear), or the last hidden layer's activations if ``out`` is 0.
+
+    ``init_sd``: every weight and bias starts N(0, init_sd^2) (the official code's networks, with
+    0.1); None: flax's defaults (LeCun-normal weights, zero biases).
+    """
 
     hidden: Sequence[int]
     out: int
+    init_sd: float | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.init_sd is None:
+            dense = nn.Dense
+        else:
+            init = nn.initializers.normal(self.init_sd)
+            dense = functools.partial(nn.Dense, kernel_init=init, bias_init=init)
         for width in self.hidden:
-            x = nn.relu(nn.Dense(width)(x))
-        return nn.Dense(self.out)(x) if self.out else x
+            x = nn.relu(dense(width)(x))
+        return dense(self.out)(x) if self.out else x
 
 
 def legal_greedy(q: jax.Array, mask: jax.Array) -> jax.Array:
@@ -107,6 +118,7 @@ class DQNConfig:
     target_every: int = 10  # target network synced every this many updates
     double_q: bool = True  # select a' with the online network (else with the target network)
     max_grad_norm: float | None = None  # the official DQN clips nothing
+    init_sd: float | None = 0.1  # official: every weight and bias N(0, 0.1^2); None: flax's
 
 
 class DQNState(NamedTuple):
@@ -117,7 +129,7 @@ class DQNState(NamedTuple):
 
 
 def make_dqn_learner(config: DQNConfig = DQNConfig()) -> Learner:
-    net = MLP(tuple(config.hidden), config.num_actions)
+    net = MLP(tuple(config.hidden), config.num_actions, config.init_sd)
     opt = adam(config.learning_rate, config.max_grad_norm)
 
     def init(key):

@@ -32,6 +32,10 @@ class LKTDAgentConfig:
     friction: float = 0.1
     compat: bool = False
     init_sd: float = 0.1  # initial weights N(0, init_sd^2), as the official code
+    # eps0 annealed over training stages t: step_size * (1 + t / step_size_decay_stages)^-decay
+    # (0: constant, the paper's).  The inner schedule eps0 k^-0.9 still restarts every stage.
+    step_size_decay: float = 0.0
+    step_size_decay_stages: float = 10_000.0
     escape: EscapeConfig = field(default_factory=EscapeConfig)
 
     def model_spec(self) -> str:
@@ -81,11 +85,24 @@ def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4)
         b = q_batch(obs)
         return jax.vmap(lambda th: ssm.deterministic(th, b, "q"))(state.position)
 
+    def stage_kernel(batch):
+        if config.step_size_decay == 0.0:
+            return kernel
+        t = jnp.maximum(batch[STAGE_KEY], 0).astype(jnp.float32)
+        eps0 = config.step_size * (1.0 + t / config.step_size_decay_stages) ** (
+            -config.step_size_decay
+        )
+        return KERNELS[config.method](ssm, sampler.replace(step_size=eps0))
+
     def update(key, state, batch):
+        step = stage_kernel(batch).step
+        if m == 1:
+            new, _ = step(key, jax.tree.map(lambda x: x[0], state), batch)
+            return jax.tree.map(lambda x: x[None], new)
         # the chains share the minibatch; they run one after the other (lax.map): on CPU a vmapped
         # stage (batched matrix products) cost more per chain than one chain alone
         keys = jax.random.split(key, m)
-        return jax.lax.map(lambda ks: kernel.step(ks[0], ks[1], batch)[0], (keys, state))
+        return jax.lax.map(lambda ks: step(ks[0], ks[1], batch)[0], (keys, state))
 
     return Learner(members=m, init=init, q_values=q_values, q_grid=q_grid, update=update)
 

@@ -45,6 +45,7 @@ class QRDQNConfig:
     max_grad_norm: float | None = 1.0
     target_every: int = 10
     double_q: bool = True
+    init_sd: float | None = 0.1  # official: every weight and bias N(0, 0.1^2); None: flax's
 
 
 class QRDQNState(NamedTuple):
@@ -60,7 +61,7 @@ def quantile_midpoints(n: int) -> jax.Array:
 
 def quantile_fn(config: QRDQNConfig) -> Callable[[Any, jax.Array], jax.Array]:
     """``(params, obs (k, d)) -> quantiles (k, A, N)``."""
-    net = MLP(tuple(config.hidden), config.num_actions * config.num_quantiles)
+    net = MLP(tuple(config.hidden), config.num_actions * config.num_quantiles, config.init_sd)
 
     def apply(params, obs):
         out = net.apply(params, obs)
@@ -70,7 +71,7 @@ def quantile_fn(config: QRDQNConfig) -> Callable[[Any, jax.Array], jax.Array]:
 
 
 def make_qrdqn_learner(config: QRDQNConfig = QRDQNConfig()) -> Learner:
-    net = MLP(tuple(config.hidden), config.num_actions * config.num_quantiles)
+    net = MLP(tuple(config.hidden), config.num_actions * config.num_quantiles, config.init_sd)
     quantiles = quantile_fn(config)
     opt = adam(config.learning_rate, config.max_grad_norm)
     tau = quantile_midpoints(config.num_quantiles)
