@@ -34,7 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "experiments" / "results" / "escape"
 ACTIONS = ("E", "N", "W", "S")
 LAST_WINDOWS = 5
-DQN_TYPE = ("dqn", "bootdqn", "qrdqn", "kova_compat", "dqn_flax_init", "qrdqn_flax_init")
+DQN_TYPE = (
+    "dqn",
+    "bootdqn",
+    "qrdqn",
+    "kova_compat",
+    "dqn_flax_init",
+    "qrdqn_flax_init",
+    "bootdqn_flax_init",
+)
 FAMILIES = (
     "coverage",
     "coverage_equal_tailed",
@@ -72,15 +80,14 @@ def configs() -> dict[str, tuple[dict, int]]:
     )
     for algo in ("dqn", "bootdqn", "qrdqn"):
         c[algo] = (dict(algo=algo), 20)
-    # the official networks start every weight and bias at N(0, 0.1^2) (the default above); with
-    # flax's initialisation (LeCun-normal weights, zero biases) DQN learns a closer Q
-    for algo in ("dqn", "qrdqn"):
+    # the official networks start every weight and bias at N(0, 0.1^2) (BootDQN's: PyTorch's
+    # default); with flax's initialisation (LeCun-normal weights, zero biases) DQN learns a closer Q
+    for algo in ("dqn", "qrdqn", "bootdqn"):
         c[f"{algo}_flax_init"] = (dict(algo=algo, init_sd=None), 20)
     # towards calibration: eps0 annealed over the stages, (1 + t / 10 000)^-decay
     anneal = dict(pseudo_population=10_000, step_size=2.2e-5, step_size_decay=1.0)
     c["explore_N10000_anneal1"] = (anneal, 4)
     c["explore_N10000_m4_anneal1"] = ({**anneal, "num_chains": 4}, 4)
-    c["explore_N10000_m10_anneal1"] = ({**anneal, "num_chains": 10}, 4)
     return c
 
 

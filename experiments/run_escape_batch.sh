@@ -33,14 +33,13 @@ run qrdqn 6
 run sgld_N10000_compat 8
 run sghmc_N10000_compat 8
 run kova_compat 1          # about 3 h per 1M-step run on this CPU: not finished this session
-# second session (2026-11-27, from 11:40 UTC), one background process beside development work:
-run dqn 20
-run qrdqn 20
+# second session (2026-11-27), after the speed-ups; what actually ran:
+run dqn_flax_init 20        # (ran as "dqn" and "qrdqn" before the official initialisation)
+run qrdqn_flax_init 20
 run sgld_N10000_compat 20
-run sghmc_N10000_compat 20
-run lktd_N10000_compat 100
-run lktd_N2500_compat 20
-run lktd_N5000_compat 20
-run bootdqn 20
-run lktd_N2500 20
-run lktd_N5000 20
+run sghmc_N10000_compat 16  # stopped at 16 to free the CPU
+# the 100 official-configuration runs, from scratch with the current code, timed (30.1 min):
+$py experiments/escape_study.py --configs lktd_N10000_compat --seeds 100 --workers 2
+$py experiments/escape_study.py --configs dqn,qrdqn --seeds 20 --workers 2
+$py experiments/escape_study.py --configs explore_N10000_anneal1,explore_N10000_m4_anneal1 --workers 2
+$py experiments/escape_study.py --configs bootdqn --seeds 20 --workers 2   # stopped when the session ended

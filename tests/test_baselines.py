@@ -245,3 +245,15 @@ def test_official_initialisation(make, cfg):
     assert all(np.abs(b).max() > 0 for b in biases)
     flax_leaves = jax.tree.leaves(make(cfg(init_sd=None)).init(jax.random.key(0)).params)
     assert all(np.all(np.asarray(x) == 0) for x in flax_leaves if np.ndim(x) == 1)
+
+
+def test_bootdqn_torch_initialisation():
+    """BootDQN's default is PyTorch's nn.Linear init, U(+-1/sqrt(fan_in)), as the official net."""
+    params = make_bootdqn_learner(BootDQNConfig()).init(jax.random.key(0)).params["params"]
+    for layer, fan_in in ((params["core"]["Dense_0"], 2), (params["core"]["Dense_1"], 32)):
+        for x in (np.asarray(layer["kernel"]), np.asarray(layer["bias"])):
+            bound = 1 / np.sqrt(fan_in)
+            assert np.abs(x).max() <= bound and np.abs(x).max() > 0.8 * bound
+    w = np.asarray(params["heads"]["Dense_0"]["kernel"])  # (heads, 32, A), one draw per head
+    assert abs(w.std() - 1 / np.sqrt(32) / np.sqrt(3)) < 0.01
+    assert not np.allclose(w[0], w[1])

@@ -41,10 +41,11 @@ class BootNet(nn.Module):
     head_hidden: Sequence[int]
     heads: int
     num_actions: int
+    init_sd: float | str | None = None  # see MLP
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        features = MLP(tuple(self.hidden), 0, name="core")(x)
+        features = MLP(tuple(self.hidden), 0, self.init_sd, name="core")(x)
         heads = nn.vmap(
             MLP,
             variable_axes={"params": 0},
@@ -53,7 +54,9 @@ class BootNet(nn.Module):
             out_axes=0,
             axis_size=self.heads,
         )
-        return heads(tuple(self.head_hidden), self.num_actions, name="heads")(features)
+        return heads(tuple(self.head_hidden), self.num_actions, self.init_sd, name="heads")(
+            features
+        )
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,9 @@ class BootDQNConfig:
     target_every: int = 10
     resample_every: int = 10  # acting head redrawn every this many updates; 0: per episode
     double_q: bool = True
+    # the official network keeps PyTorch's default initialisation: U(+-1/sqrt(fan_in)) for every
+    # weight and bias; None: flax's (LeCun-normal weights, zero biases)
+    init_sd: float | str | None = "torch"
 
 
 class BootDQNState(NamedTuple):
@@ -86,7 +92,9 @@ class BootDQNState(NamedTuple):
 
 def make_bootdqn_learner(config: BootDQNConfig = BootDQNConfig()) -> Learner:
     k = config.heads
-    net = BootNet(tuple(config.hidden), tuple(config.head_hidden), k, config.num_actions)
+    net = BootNet(
+        tuple(config.hidden), tuple(config.head_hidden), k, config.num_actions, config.init_sd
+    )
     opt = adam(config.learning_rate, config.max_grad_norm)
     core_scale = 1.0 / k if config.core_grad_scale is None else config.core_grad_scale
 

@@ -11,7 +11,7 @@ Learner state: :class:`DQNState` (online params, target params, Adam state, upda
 
 from __future__ import annotations
 
-import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -29,23 +29,33 @@ class MLP(nn.Module):
     """ReLU MLP; ``out`` outputs (linear), or the last hidden layer's activations if ``out`` is 0.
 
     ``init_sd``: every weight and bias starts N(0, init_sd^2) (the official code's networks, with
-    0.1); None: flax's defaults (LeCun-normal weights, zero biases).
+    0.1); None: flax's defaults (LeCun-normal weights, zero biases); ``"torch"``: PyTorch's
+    ``nn.Linear`` default, weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (the official
+    Bootstrapped DQN's network).
     """
 
     hidden: Sequence[int]
     out: int
-    init_sd: float | None = None
+    init_sd: float | str | None = None
+
+    def _dense(self, width: int, fan_in: int) -> nn.Dense:
+        if self.init_sd is None:
+            return nn.Dense(width)
+        if self.init_sd == "torch":
+            bound = 1.0 / math.sqrt(fan_in)
+
+            def init(key, shape, dtype=jnp.float32):
+                return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+        else:
+            init = nn.initializers.normal(float(self.init_sd))
+        return nn.Dense(width, kernel_init=init, bias_init=init)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.init_sd is None:
-            dense = nn.Dense
-        else:
-            init = nn.initializers.normal(self.init_sd)
-            dense = functools.partial(nn.Dense, kernel_init=init, bias_init=init)
         for width in self.hidden:
-            x = nn.relu(dense(width)(x))
-        return dense(self.out)(x) if self.out else x
+            x = nn.relu(self._dense(width, x.shape[-1])(x))
+        return self._dense(self.out, x.shape[-1])(x) if self.out else x
 
 
 def legal_greedy(q: jax.Array, mask: jax.Array) -> jax.Array:
@@ -118,7 +128,7 @@ class DQNConfig:
     target_every: int = 10  # target network synced every this many updates
     double_q: bool = True  # select a' with the online network (else with the target network)
     max_grad_norm: float | None = None  # the official DQN clips nothing
-    init_sd: float | None = 0.1  # official: every weight and bias N(0, 0.1^2); None: flax's
+    init_sd: float | str | None = 0.1  # official: all weights and biases N(0, 0.1^2); None: flax
 
 
 class DQNState(NamedTuple):
