@@ -19,6 +19,7 @@ Quantiles are NumPy's default (linear interpolation), over the filled part of th
 from __future__ import annotations
 
 import functools
+import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
@@ -56,27 +57,38 @@ def _quantiles_numpy(values: np.ndarray, valid: np.ndarray, probs: tuple[float, 
         return _lerp_quantiles(srt, valid, probs)
 
 
-_SORT_THREADS = 2  # NumPy's sort releases the GIL: halves of the rows sort in parallel
+_MAX_SORT_THREADS = 2  # NumPy's sort releases the GIL: halves of the rows sort in parallel
+
+
+def _sort_threads() -> int:
+    """Threads for the sort: up to 2, no more than the cores this process may run on (a worker
+    pinned to one core sorts on one thread)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(_MAX_SORT_THREADS, cores))
 
 
 @functools.cache
-def _sort_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(_SORT_THREADS, thread_name_prefix="lktd-sort")
+def _sort_pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="lktd-sort")
 
 
 def _sort_rows(values: np.ndarray) -> np.ndarray:
     """``np.sort(values, axis=-1)``, the rows split over threads (2.4x faster for 400 x 3000 here:
     the XLA computation waits for this callback, so the other core is free)."""
     flat = values.reshape(-1, values.shape[-1])
-    if flat.shape[0] < 2 * _SORT_THREADS:
+    threads = _sort_threads()
+    if threads == 1 or flat.shape[0] < 2 * threads:
         return np.sort(values, axis=-1)
     out = np.empty_like(flat)
-    bounds = np.linspace(0, flat.shape[0], _SORT_THREADS + 1).astype(int)
+    bounds = np.linspace(0, flat.shape[0], threads + 1).astype(int)
 
     def sort_part(i: int) -> None:
         out[bounds[i] : bounds[i + 1]] = np.sort(flat[bounds[i] : bounds[i + 1]], axis=-1)
 
-    list(_sort_pool().map(sort_part, range(_SORT_THREADS)))
+    list(_sort_pool(threads).map(sort_part, range(threads)))
     return out.reshape(values.shape)
 
 

@@ -318,3 +318,19 @@ def test_plot_time_series(tmp_path):
     dg.plot_learning_curve(steps, returns, path=tmp_path / "learn.png")
     for name in ("cov", "rhat", "learn"):
         assert_png_not_blank(tmp_path / f"{name}.png")
+
+
+@pytest.mark.parametrize("cores", [{0}, {0, 1}, {0, 1, 2, 3}])
+def test_quantiles_equal_numpy_whatever_the_sort_threads(monkeypatch, cores):
+    """The in-scan quantiles (a host sort split over as many threads as the process may use, at
+    most 2) equal np.quantile over the valid slots, pinned to one core or not."""
+    from lktd_ppl import metrics
+
+    monkeypatch.setattr(metrics.os, "sched_getaffinity", lambda pid: cores, raising=False)
+    assert metrics._sort_threads() == min(2, len(cores))
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(37, 250)).astype(np.float32)
+    valid = np.arange(250) < 180  # a ring not yet full: the last 70 slots are empty
+    got = metrics._quantiles_numpy(values, valid, metrics.PROBS)
+    want = np.quantile(values[:, :180], metrics.PROBS, axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

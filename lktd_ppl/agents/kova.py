@@ -3,15 +3,22 @@ parameter vector theta of the Q-network, one EKF step per training stage.
 
     y = double-DQN target over the legal actions at s' (online selects, target network evaluates,
         synced every ``target_every`` updates; no bootstrap on termination)
-    H = n x p Jacobian of Q_theta(s_i, a_i)          (per-sample gradients, ``jax.jacrev``)
-    P- = P / (1 - eta);  S = H P- H^T + P_n;  K = P- H^T S^-1   (Cholesky solve)
-    theta <- theta + lr K (y - h(theta));  P <- P- - lr K S K^T  (symmetrised)
+    H = n x p Jacobian of Q_theta(s_i, a_i)          (per-sample gradients, vmapped ``jax.grad``)
+    P- = P / (1 - eta);  S = H P- H^T + P_n = L L^T;  K = P- H^T S^-1
+    theta <- theta + lr K (y - h(theta));  P <- P- - lr K S K^T = P- - lr B^T B,  B = L^-1 H P-
 
 with P_n = obs_noise * n * I_n, P_0 = init_cov * I_p, eta = 1e-4, lr = 1.  ``compat=True`` reproduces
 the official code's quirk: H (not the residual) is left-multiplied by the first-difference matrix
 D (D[i, i] = 1, D[i, i-1] = -1).  The p x p covariance costs p^2 floats (p = 1284: 6.6 MB; a
 [256, 256] CartPole net: 18 GB): :func:`make_kova_learner` refuses a network whose covariance
 exceeds ``memory_limit_bytes`` (default a quarter of physical memory) before allocating anything.
+
+Covariance wind-up: in directions of theta that the minibatches never excite (most of them for
+the escape net: inactive ReLU units, unreached cells), P grows as (1 - eta)^-t, about e^9 = 8000 after
+90 000 updates at eta = 1e-4.  In float32, P then loses positive definiteness (smallest eigenvalue
+-0.1 with a largest of 2e4 after 10 000 updates at eta = 1e-3), S's Cholesky factor fails and theta
+becomes NaN: plain KOVA at the spec's settings did so after about 900 000 escape steps (1 run of 1);
+the 5 compat runs finished their 1M steps.  Smaller eta delays it.
 
 Learner state: :class:`KOVAState` (theta, P, target theta, update counter).  ``q_grid``: the point
 network's Q-grid, shape ``(1, cells, A)`` (the spec's KOVA samples).  :func:`kova_q_std` gives the
@@ -27,7 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
-from jax.scipy.linalg import cho_factor, cho_solve
+from jax.scipy.linalg import solve_triangular
 
 from lktd_ppl.agents.dqn import MLP, check_gamma, double_q_target, sync_target, take
 from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
@@ -49,6 +56,7 @@ class KOVAConfig:
     double_q: bool = True
     compat: bool = False  # official quirk: H left-multiplied by a first-difference matrix
     memory_limit_bytes: int | None = None  # None: a quarter of physical memory
+    init_sd: float | str | None = 0.1  # official: all weights and biases N(0, 0.1^2); None: flax
 
 
 class KOVAState(NamedTuple):
@@ -102,22 +110,31 @@ def kova_update(
 ) -> tuple[jax.Array, jax.Array]:
     """One EKF step: returns (theta', P').
 
-    P- = P / (1 - eta); S = H P- H^T + R; K = P- H^T S^-1;
-    theta' = theta + lr K residual; P' = P- - lr K S K^T (= P- - lr K H P-), symmetrised.
+    P- = P / (1 - eta); S = H P- H^T + R = L L^T (Cholesky); B = L^-1 H P- (n x p);
+    theta' = theta + lr K residual = theta + lr B^T (L^-1 residual);
+    P' = P- - lr K S K^T = P- - lr B^T B, symmetric by construction (B^T B is a Gram matrix).
+
+    Cost: two n x p x p products (H P and B^T B); P- is never formed (the 1/(1 - eta) scales the
+    n x p product), and no p x p transpose is needed to symmetrise.
     """
-    P_prior = P / (1.0 - eta)
-    HP = H @ P_prior  # (n, p)
+    c = 1.0 / (1.0 - eta)
+    HP = (H @ P) * c  # H P-, (n, p)
     S = HP @ H.T + obs_noise_cov
-    S = 0.5 * (S + S.T)
-    G = cho_solve(cho_factor(S, lower=True), HP)  # S^-1 H P-, (n, p); K = G^T
-    theta_new = theta + lr * (G.T @ residual)
-    P_new = P_prior - lr * (G.T @ HP)  # K S K^T = P- H^T S^-1 H P-
-    return theta_new, 0.5 * (P_new + P_new.T)
+    chol = jnp.linalg.cholesky(0.5 * (S + S.T))
+    B = solve_triangular(chol, HP, lower=True)  # L^-1 H P-
+    w = solve_triangular(chol, residual, lower=True)  # L^-1 residual
+    theta_new = theta + lr * (B.T @ w)  # K residual = P- H^T L^-T L^-1 residual
+    return theta_new, P * c - lr * (B.T @ B)
+
+
+def difference_rows(H: jax.Array) -> jax.Array:
+    """``first_difference(n) @ H`` without the n x n product: row i minus row i - 1."""
+    return H.at[1:].add(-H[:-1])
 
 
 def kova_network(config: KOVAConfig):
     """The flax MLP and the map from the flat theta to its parameter pytree (nothing allocated)."""
-    net = MLP(tuple(config.hidden), config.num_actions)
+    net = MLP(tuple(config.hidden), config.num_actions, config.init_sd)
     shapes = jax.eval_shape(net.init, jax.random.key(0), jnp.zeros((1, config.obs_dim)))
     _, unravel = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
     return net, unravel
@@ -149,13 +166,17 @@ def make_kova_learner(config: KOVAConfig = KOVAConfig()) -> Learner:
         q_next_select = apply(state.theta, batch["next_obs"]) if config.double_q else q_next_target
         y = double_q_target(batch, config.gamma, q_next_target, q_next_select)
 
-        def h(theta):
-            return take(apply(theta, batch["obs"]), batch["action"])
+        def q_at(theta, obs, action):  # one sample: Q_theta(s_i, a_i)
+            return apply(theta, obs[None])[0, action]
 
-        h0 = h(state.theta)
-        H = jax.jacrev(h)(state.theta)  # (n, p)
+        h0 = take(apply(state.theta, batch["obs"]), batch["action"])
+        # per-sample gradients (n x p): a vmapped grad costs one backward pass per sample, where
+        # jax.jacrev of the batched h pushes n cotangents through the whole batch (8x slower)
+        H = jax.vmap(jax.grad(q_at), in_axes=(None, 0, 0))(
+            state.theta, batch["obs"], batch["action"]
+        )
         if config.compat:
-            H = first_difference(n, H.dtype) @ H
+            H = difference_rows(H)
         R = config.obs_noise * n * jnp.eye(n, dtype=H.dtype)
         theta, P = kova_update(state.theta, state.P, H, y - h0, config.eta, R, config.lr)
         count = state.count + 1
