@@ -43,3 +43,12 @@ $py experiments/escape_study.py --configs lktd_N10000_compat --seeds 100 --worke
 $py experiments/escape_study.py --configs dqn,qrdqn --seeds 20 --workers 2
 $py experiments/escape_study.py --configs explore_N10000_anneal1,explore_N10000_m4_anneal1 --workers 2
 $py experiments/escape_study.py --configs bootdqn --seeds 20 --workers 2   # stopped when the session ended
+# third session (2026-11-27 afternoon); workers now pinned one per core:
+$py experiments/escape_study.py --configs kova_compat --seeds 5 --workers 2      # about 10 min per run
+$py experiments/escape_study.py --configs explore_N10000_m4_anneal2,explore_N10000_m4_anneal1.5 --workers 2
+$py experiments/escape_study.py --configs lktd_N10000 --seeds 100 --workers 2 --out /tmp/timing   # the timed run (22.4 min), copied into runs/
+$py experiments/escape_study.py --configs bootdqn_official_masks --seeds 10 --workers 2
+$py experiments/escape_study.py --configs bootdqn,sghmc_N10000_compat,lktd_N2500_compat,lktd_N5000_compat,lktd_N2500,lktd_N5000,lktd_N10000_eqspeed --seeds 20 --workers 2
+$py experiments/escape_study.py --configs explore_N10000_m10_anneal1.5,explore_N10000_m10_anneal2 --workers 2
+$py experiments/escape_study.py --configs kova --seeds 1                          # diverged at about 900k steps
+$py experiments/escape_study.py --configs lktd_N10000_m10 --seeds 100 --workers 2   # stopped when the session ended
