@@ -445,21 +445,12 @@ def targets(summaries: dict) -> list[str]:
         row("  " + best, "MSE avg", f"{avg:.1e}", avg <= 5e-4, "<= 5e-4")
     order = {
         n: summaries[n]["coverage"]["mean"]
-        for n in ("dqn", "bootdqn", "qrdqn", "kova_compat")
+        for n in ("dqn", "bootdqn", "bootdqn_official_masks", "qrdqn", "kova_compat")
         if n in summaries
     }
-    for n in ("dqn", "bootdqn"):
+    for n in ("dqn", "bootdqn", "bootdqn_official_masks"):  # the last: per-minibatch masks
         if n in order:
             row(n, "paper's coverage", fmt(order[n]), max(order[n]) < 0.6, "< 0.6 every action")
-    if "bootdqn_official_masks" in summaries:  # the official code's per-minibatch masks
-        cov = summaries["bootdqn_official_masks"]["coverage"]["mean"]
-        row(
-            "bootdqn_official_masks",
-            "paper's coverage",
-            fmt(cov),
-            max(cov) < 0.6,
-            "< 0.6 every action",
-        )
     if "kova_compat" in order:
         row(
             "kova_compat",
@@ -560,7 +551,7 @@ def _pin_to_core(i: int):
     """For worker i: run on core i only (when there are at least as many cores as workers).
 
     Unpinned, the workers' threads (XLA's pool, the quantile sort's) migrate and contend: two
-    pinned workers finished the same study about 1.2x sooner (``bench_escape_run.md``).  The
+    pinned workers finished the same study about 1.3x sooner (``bench_escape_run.md``).  The
     sort's thread count follows the affinity (:mod:`lktd_ppl.metrics`), so a pinned worker sorts
     on one thread."""
     cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
