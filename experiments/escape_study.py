@@ -1,7 +1,7 @@
 """The indoor-escape study (spec section 4): every configuration over many seeds, resumable.
 
-Runs each configuration in batches of seeds (vmapped), writes one ``.npz`` per batch under
-``OUT/runs/<config>/``, skips batches already written (so an interrupted study resumes), then
+Runs each configuration's seeds that have no file yet, ``--batch`` seeds vmapped at a time, writes
+one ``.npz`` per seed under ``OUT/runs/<config>/`` (so an interrupted study resumes), then
 aggregates as the spec says (rows = the last 5 windows of each run; median, and mean/sd after
 dropping rows outside the Tukey fences per metric family) and writes tables (CSV, Markdown) and
 plots (PNG) into ``OUT``.
@@ -10,6 +10,9 @@ plots (PNG) into ``OUT``.
     .venv/bin/python experiments/escape_study.py --seeds 4 --configs lktd_N10000_compat
     .venv/bin/python experiments/escape_study.py --aggregate-only
     .venv/bin/python experiments/escape_study.py --workers 2 ...         # one process per core
+
+``--deadline-s S`` stops a batch projected (from its last window) to end more than S seconds from
+now (exit code 3): for a machine lent for a fixed time (``experiments/gpu_study.sh``).
 
 ``--workers W`` starts W processes that share the batches (process i takes every W-th batch, the
 ``--shard i/W`` option), each pinned to its own core, and aggregates when they are done: on this
@@ -71,6 +74,9 @@ def configs() -> dict[str, tuple[dict, int]]:
     c["sgld_N10000_compat"] = (dict(method="sgld", pseudo_population=10_000, compat=True), 20)
     c["sghmc_N10000_compat"] = (dict(method="sghmc", pseudo_population=10_000, compat=True), 20)
     c["lktd_N10000_m10"] = (dict(pseudo_population=10_000, step_size=2.2e-5, num_chains=10), 100)
+    # 20 chains: the pooled mean's error falls with the chains' independent part (about 1/m of the
+    # single chain's variance), its shared part stays
+    c["explore_N10000_m20"] = (dict(pseudo_population=10_000, step_size=2.2e-5, num_chains=20), 4)
     # towards a calibrated configuration (beyond the paper): sharper targets, several chains
     c["explore_N40000"] = (dict(pseudo_population=40_000, step_size=2.2e-5), 4)
     c["explore_N40000_compat"] = (dict(pseudo_population=40_000, compat=True), 4)
@@ -102,6 +108,31 @@ def configs() -> dict[str, tuple[dict, int]]:
                 {**anneal, "step_size_decay": decay, "num_chains": m},
                 4,
             )
+    # sharper targets for 10 chains at the headline's drift: N x k with eps0 / k keeps eps0 N (the
+    # drift) and divides the injected noise's variance by k (a temperature of 1/k)
+    for n in (40_000, 160_000, 640_000):
+        base = dict(pseudo_population=n, step_size=2.2e-5 * 10_000 / n, num_chains=10)
+        c[f"explore_N{n}_m10"] = (base, 4)
+        c[f"explore_N{n}_m10_anneal1.5"] = ({**base, "step_size_decay": 1.5}, 4)
+    # less minibatch noise for the annealed 10 chains: their spread is the drift's gradient noise
+    # (a sharper target at the same drift leaves the width as it is and errs more)
+    for b in (250, 500):
+        c[f"explore_N10000_m10_anneal1.5_batch{b}"] = (
+            {**anneal, "step_size_decay": 1.5, "num_chains": 10, "escape": dict(batch_size=b)},
+            4,
+        )
+    # chains that differ by their noise only: the spread of annealed chains is their disagreement
+    c["explore_N10000_m10_anneal1.5_shared"] = (
+        {**anneal, "step_size_decay": 1.5, "num_chains": 10, "shared_init": True},
+        4,
+    )
+    # colder theta-noise (temperature T): the chains' disagreement is noise-driven (a shared start
+    # leaves it), while the prior keeps its weight (unlike a larger N)
+    for t in (0.25, 0.1):
+        c[f"explore_N10000_m10_anneal1.5_T{t:g}"] = (
+            {**anneal, "step_size_decay": 1.5, "num_chains": 10, "temperature": t},
+            4,
+        )
     # the official Bootstrapped DQN draws a fresh mask per minibatch (not one per transition)
     c["bootdqn_official_masks"] = (dict(algo="bootdqn", mask_per_update=True), 20)
     return c
@@ -132,6 +163,15 @@ def make_train_for(overrides: dict, steps: int):
     return getattr(module, f"make_{algo}_train")(cfg, escape_cfg), cfg
 
 
+def covered_seeds(folder: Path) -> set[int]:
+    """The seeds that finished runs under ``folder`` hold (files ``seeds_AAA-BBB.npz``)."""
+    done = set()
+    for f in folder.glob("seeds_*.npz"):
+        first, last = (int(x) for x in f.stem.removeprefix("seeds_").split("-"))
+        done.update(range(first, last + 1))
+    return done
+
+
 def run_config(
     name: str,
     overrides: dict,
@@ -140,45 +180,86 @@ def run_config(
     steps: int,
     out: Path,
     shard: tuple[int, int] = (0, 1),
+    deadline: float | None = None,
 ) -> None:
+    """Runs the seeds 0..seeds-1 of ``name`` that have no file yet, ``batch`` seeds vmapped at a
+    time (this process: every shard[1]-th batch from the shard[0]-th), one file per seed.
+
+    ``deadline`` (a ``time.time()``): a batch whose projected end (its last window's duration
+    times the windows left) falls after it is stopped with :class:`DeadlineError`."""
     import jax
 
     from lktd_ppl.agents.harness import window_means
 
     folder = out / "runs" / name
     folder.mkdir(parents=True, exist_ok=True)
+    done = covered_seeds(folder)
+    pending = [s for s in range(seeds) if s not in done]
+    groups = [pending[i : i + batch] for i in range(0, len(pending), batch)]
     train = None
-    for index, start in enumerate(range(0, seeds, batch)):
-        stop = min(seeds, start + batch)
-        path = folder / f"seeds_{start:03d}-{stop - 1:03d}.npz"
-        if path.exists() or index % shard[1] != shard[0]:
+    for index, group in enumerate(groups):
+        if index % shard[1] != shard[0]:
             continue
         if train is None:
             train, cfg = make_train_for(overrides, steps)
             (folder / "config.json").write_text(json.dumps(_config_dict(cfg), indent=1))
-        keys = jax.numpy.stack([jax.random.key(s) for s in range(start, stop)])
+        keys = jax.numpy.stack([jax.random.key(s) for s in group])
         t = time.perf_counter()
-        res = train(
-            keys, progress=sys.stderr.isatty(), log=lambda s: print(f"  {name} {s}", flush=True)
-        )
+        res = train(keys, progress=sys.stderr.isatty(), log=_window_log(name, steps, deadline))
         wall = time.perf_counter() - t
         w = window_means(res)
         w_star = window_means(res, "metrics_qstar")
         m = res["config"]["evals_per_window"]
-        tmp = path.with_name(path.name + ".part")  # written whole, then renamed: never half a file
-        with open(tmp, "wb") as f:
-            np.savez_compressed(
-                f,
-                seeds=np.arange(start, stop),
-                window_steps=res["eval_steps"][m - 1 :: m],
-                mean_return=res["mean_return"],
-                policy_frequency=res["final"]["policy_frequency"],
-                wall_time=wall,
-                **{f"w_{k}": v for k, v in w.items()},
-                **{f"s_{k}": v for k, v in w_star.items()},
+        for j, seed in enumerate(group):
+            path = folder / f"seeds_{seed:03d}-{seed:03d}.npz"
+            tmp = path.with_name(path.name + ".part")  # written whole, then renamed
+            with open(tmp, "wb") as f:
+                np.savez_compressed(
+                    f,
+                    seeds=np.array([seed]),
+                    window_steps=res["eval_steps"][m - 1 :: m],
+                    mean_return=res["mean_return"][j : j + 1],
+                    policy_frequency=res["final"]["policy_frequency"][j : j + 1],
+                    wall_time=wall,  # of the whole batch (batch_size seeds side by side)
+                    batch_size=len(group),
+                    backend=jax.default_backend(),
+                    **{f"w_{k}": v[j : j + 1] for k, v in w.items()},
+                    **{f"s_{k}": v[j : j + 1] for k, v in w_star.items()},
+                )
+            os.replace(tmp, path)
+        print(
+            f"{name}: seeds {group[0]}..{group[-1]} ({len(group)}) done in {wall:.0f} s "
+            f"on {jax.default_backend()} -> {folder}",
+            flush=True,
+        )
+
+
+class DeadlineError(RuntimeError):
+    """A batch would not finish before the study's deadline."""
+
+
+def _window_log(name: str, steps: int, deadline: float | None):
+    """The per-window log line printer; with a deadline, it stops a batch projected to miss it."""
+    last = {"t": time.time(), "step": 0}
+
+    def log(line: str) -> None:
+        print(f"  {name} {line}", flush=True)
+        if deadline is None:
+            return
+        now, step = time.time(), int(line.split()[1])  # "step N ..."
+        first = last["step"] == 0  # the first window's time holds the compilation: not projected
+        per_step = (now - last["t"]) / max(step - last["step"], 1)
+        last.update(t=now, step=step)
+        if first:
+            return
+        end = now + per_step * (steps - step)
+        if end > deadline:
+            raise DeadlineError(
+                f"{name}: projected to end {end - deadline:.0f} s after the deadline "
+                f"(at step {step}); stopped"
             )
-        os.replace(tmp, path)
-        print(f"{name}: seeds {start}-{stop - 1} done in {wall:.0f} s -> {path}", flush=True)
+
+    return log
 
 
 def _config_dict(cfg) -> dict:
@@ -193,10 +274,11 @@ def load_runs(out: Path, name: str) -> dict | None:
         return None
     parts = [dict(np.load(f)) for f in files]
     common = set.intersection(*(set(p) for p in parts))
-    keys = [k for k in parts[0] if k in common and k not in ("window_steps", "wall_time")]
-    data = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    per_run = [k for k in parts[0] if k in common and np.ndim(parts[0][k]) and k != "window_steps"]
+    data = {k: np.concatenate([p[k] for p in parts]) for k in per_run}
     data["window_steps"] = parts[0]["window_steps"]
-    data["wall_time"] = np.array([float(p["wall_time"]) for p in parts])
+    data["wall_time"] = np.array([float(p["wall_time"]) for p in parts])  # per file
+    data["backend"] = np.array([str(p.get("backend", "cpu")) for p in parts])  # per file
     return data
 
 
@@ -576,7 +658,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="processes sharing the batches")
     ap.add_argument("--shard", default="0/1", help="I/W: run every W-th batch from the I-th")
     ap.add_argument("--no-aggregate", action="store_true", help="run, then stop (for workers)")
+    ap.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="stop a batch projected (from its last window) to end later than this many seconds "
+        "from now; exit code 3",
+    )
     args = ap.parse_args(argv)
+    deadline = None if args.deadline_s is None else time.time() + args.deadline_s
     shard = tuple(int(x) for x in args.shard.split("/"))
     if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
         print(f"escape_study: --shard wants I/W with 0 <= I < W, got {args.shard}", file=sys.stderr)
@@ -605,7 +695,20 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.aggregate_only:
         for name in chosen:
             overrides, full = table[name]
-            run_config(name, overrides, args.seeds or full, args.batch, args.steps, args.out, shard)
+            try:
+                run_config(
+                    name,
+                    overrides,
+                    args.seeds or full,
+                    args.batch,
+                    args.steps,
+                    args.out,
+                    shard,
+                    deadline,
+                )
+            except DeadlineError as e:
+                print(f"escape_study: {e}", file=sys.stderr)
+                return 3
     if args.no_aggregate:
         return 0
     all_data = {n: d for n in table if (d := load_runs(args.out, n)) is not None}

@@ -52,3 +52,14 @@ $py experiments/escape_study.py --configs bootdqn,sghmc_N10000_compat,lktd_N2500
 $py experiments/escape_study.py --configs explore_N10000_m10_anneal1.5,explore_N10000_m10_anneal2 --workers 2
 $py experiments/escape_study.py --configs kova --seeds 1                          # diverged at about 900k steps
 $py experiments/escape_study.py --configs lktd_N10000_m10 --seeds 100 --workers 2   # stopped when the session ended
+# fourth session (2026-11-27 evening): a lent H200 machine (bench_escape_run.md). Its first call
+# (an earlier gpu_study.sh: 86 headline seeds vmapped on the GPU, stopped as too slow; 12 cores on
+# exploration rows) gave explore_N{40000,160000}_m10{,_anneal1.5}, 3 seeds each; its third, one
+# process on the GPU (of 8 started; the rest had no GPU memory), headline seeds 17 and 25:
+#   CPU_CONFIGS="explore_N40000_m10 explore_N160000_m10 explore_N40000_m10_anneal1.5 explore_N160000_m10_anneal1.5" CPU_SEEDS=6 ...
+#   python3 experiments/escape_study.py --configs lktd_N10000_m10 --seeds 100 --shard 3/8 --no-aggregate
+$py experiments/escape_study.py --configs explore_N10000_m10_anneal1.5_batch500 --seeds 2 --workers 2
+$py experiments/escape_study.py --configs explore_N10000_m10_anneal1.5_shared --seeds 2 --workers 2
+$py experiments/escape_study.py --configs explore_N10000_m10_anneal1.5_T0.25 --seeds 2 --workers 2
+$py experiments/decompose_spread.py explore_N10000_m10_anneal1.5 --seed 7          # and ..._shared
+$py experiments/escape_study.py --configs explore_N10000_m20 --seeds 4 --workers 2

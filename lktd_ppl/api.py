@@ -77,6 +77,7 @@ def sample(
     friction: float = 0.1,
     schedule: Callable | None = None,
     init_positions: jax.Array | None = None,
+    temperature: float = 1.0,
 ) -> Any:
     """Sample the (tempered) posterior of a static NumPyro model; return an ArviZ DataTree.
 
@@ -87,6 +88,7 @@ def sample(
     Defaults: ``batch_size`` = all rows; ``pseudo_population`` = the number of rows (the ordinary
     posterior); ``num_warmup`` = ``num_samples`` stages, discarded.  Chains start from independent
     prior draws (``init_positions``, flat unconstrained (num_chains, p), overrides).
+    ``temperature`` (LKTD, beyond the paper) multiplies the variance of the theta-forecast noise.
 
     Returns a DataTree with groups ``posterior`` (every latent site, dims (chain, draw, ...),
     constrained space) and ``sample_stats`` (``log_prior`` and the minibatch ``log_likelihood`` at
@@ -115,7 +117,10 @@ def sample(
         kappa=kappa,
         compat=compat,
         schedule=schedule or polynomial_schedule(0.9),
+        temperature=temperature,
     )
+    if temperature != 1.0 and method != "lktd":
+        raise ModelError(f"temperature applies to method 'lktd' only, got {method!r}")
     kernel = KERNELS[method](ssm, config)
 
     key_init, key_run = jax.random.split(key)

@@ -55,6 +55,10 @@ class SamplerConfig(struct.PyTreeNode):
     step_size: float = 1e-5  # eps0, the paper's epsilon (not BlackJAX's step size)
     alpha: float = 0.9  # variance split (LKTD only)
     friction: float = 0.1  # SGHMC only
+    # beyond the paper (LKTD only): every noise of a stage (the Gibbs draw of xi, the forecast's, the
+    # analysis's) with its variance times T: the target pi~^(1/T), a cold posterior for T < 1
+    # (a Gaussian posterior's variance times T); 1: the spec's
+    temperature: float = 1.0
     kappa: int = struct.field(pytree_node=False, default=5)  # inner iterations per stage
     compat: bool = struct.field(pytree_node=False, default=False)  # official-code mode
     schedule: Callable = struct.field(pytree_node=False, default=polynomial_schedule(0.9))
@@ -164,6 +168,7 @@ def inner_step(
     h_step = 0.5 * eps / c
     if noise is None:
         noise = split_noise(standard_normal(key, (noise_size(state),)), state)
+    noise = InnerNoise(*(z * jnp.sqrt(config.temperature).astype(z.dtype) for z in noise))
     phi = (state.position, state.xi)
     theta, xi = langevin_step(phi, (g_theta, g_xi), h_step, (noise.theta, noise.xi))
     r_var = analysis_r_factor * (1.0 - config.alpha) * _scale(meas)
@@ -184,7 +189,7 @@ def gibbs_xi(
         z = standard_normal(key, meas.value.shape, meas.value.dtype)
     a = config.alpha
     mean = a * meas.value + (1.0 - a) * meas.loc
-    return mean + jnp.sqrt(a * (1.0 - a) * _scale(meas) / c) * z
+    return mean + jnp.sqrt(config.temperature * a * (1.0 - a) * _scale(meas) / c) * z
 
 
 def gaussian_loglik(meas: Measurement) -> jax.Array:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
 from typing import NamedTuple
 
 import jax
@@ -113,11 +114,35 @@ def _lerp_quantiles(srt: np.ndarray, valid: np.ndarray, probs: tuple[float, ...]
     return np.stack(out, axis=-2)
 
 
+def _quantiles_jax(values: jax.Array, valid: jax.Array, probs: tuple[float, ...]) -> jax.Array:
+    """``_quantiles_numpy`` computed on the device (XLA sort): what an accelerator uses, where a
+    host callback would copy the sample buffer out at every evaluation.  The position p (n - 1)
+    is split into its integer and fractional parts exactly (p as a fraction), as float64 does."""
+    srt = jnp.sort(jnp.where(valid[..., None, :], values, jnp.inf), axis=-1)
+    n = jnp.sum(valid, axis=-1, dtype=jnp.int32)
+    last = srt.shape[:-1] + (1,)
+    out = []
+    for p in probs:
+        frac = Fraction(p).limit_denominator(1000)
+        scaled = (jnp.maximum(n, 1) - 1) * frac.numerator
+        lower = scaled // frac.denominator
+        upper = jnp.minimum(lower + 1, jnp.maximum(n - 1, 0))
+        t = ((scaled % frac.denominator) / frac.denominator).astype(srt.dtype)[..., None]
+        a = jnp.take_along_axis(srt, jnp.broadcast_to(lower[..., None, None], last), -1)[..., 0]
+        b = jnp.take_along_axis(srt, jnp.broadcast_to(upper[..., None, None], last), -1)[..., 0]
+        diff = b - a  # an empty buffer: inf - inf = nan, as in NumPy
+        out.append(jnp.where(t >= 0.5, b - diff * (1 - t), a + diff * t))
+    return jnp.stack(out, axis=-2)
+
+
 def quantiles(values: jax.Array, valid: jax.Array, probs: tuple[float, ...] = PROBS) -> jax.Array:
     """Quantiles ``probs`` of ``values`` (rows, slots) over the valid slots -> (len(probs), rows).
 
-    A host callback (NumPy sort) once per evaluation, not per step: see ``_quantiles_numpy``.
+    On CPU a host callback (NumPy sort) once per evaluation, not per step: see
+    ``_quantiles_numpy``; on an accelerator, the same computed on the device (``_quantiles_jax``).
     """
+    if jax.default_backend() != "cpu":
+        return _quantiles_jax(values, valid, probs)
     shape = jax.ShapeDtypeStruct((len(probs), values.shape[-2]), values.dtype)
     return jax.pure_callback(
         lambda v, ok: _quantiles_numpy(np.asarray(v), np.asarray(ok), probs).astype(v.dtype),

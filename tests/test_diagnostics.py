@@ -1,5 +1,7 @@
 """Diagnostics: the spec's metrics against known answers, ArviZ export and summaries, plots."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -334,3 +336,21 @@ def test_quantiles_equal_numpy_whatever_the_sort_threads(monkeypatch, cores):
     got = metrics._quantiles_numpy(values, valid, metrics.PROBS)
     want = np.quantile(values[:, :180], metrics.PROBS, axis=1)
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("filled", [250, 180, 2, 1])
+def test_device_quantiles_equal_numpy(filled):
+    """The accelerator's quantiles (an XLA sort on the device) equal np.quantile over the valid
+    slots, and an empty buffer gives NaN as the host version does."""
+    from lktd_ppl import metrics
+
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(37, 250)).astype(np.float32)
+    valid = np.arange(250) < filled
+    got = np.asarray(
+        jax.jit(metrics._quantiles_jax, static_argnums=2)(values, valid, metrics.PROBS)
+    )
+    want = np.quantile(values[:, :filled], metrics.PROBS, axis=1)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    empty = metrics._quantiles_jax(jnp.asarray(values), jnp.zeros(250, bool), metrics.PROBS)
+    assert np.isnan(np.asarray(empty)).all()

@@ -140,3 +140,28 @@ def test_annealed_step_size_is_the_constant_one_at_that_stage():
         outs.append(np.asarray(learner.update(jax.random.key(2), state, batch).position))
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-7)
     assert np.abs(outs[0] - outs[2]).max() > 1e-4  # the constant eps0 moves differently
+
+
+def test_chains_side_by_side_equal_chains_one_after_another():
+    """chain_batching: vmapped chains (an accelerator's way) move exactly as mapped ones (CPU's)."""
+    from lktd_ppl.replay import example_transition
+
+    rows = {k: jnp.broadcast_to(v, (100, *v.shape)) for k, v in example_transition(2, 4).items()}
+    batch = {
+        **rows,
+        "obs": jax.random.uniform(jax.random.key(5), (100, 2)),
+        "next_obs": jax.random.uniform(jax.random.key(6), (100, 2)),
+        "reward": -jnp.ones(100),
+        "stage": jnp.int32(3),
+    }
+    outs = []
+    for batching in ("map", "vmap"):
+        learner = lktd_learner(LKTDAgentConfig(num_chains=3, chain_batching=batching), 100)
+        state = learner.init(jax.random.key(1))
+        outs.append(np.asarray(learner.update(jax.random.key(2), state, batch).position))
+    assert np.abs(outs[0][0] - outs[0][1]).max() > 1e-3  # the chains differ from each other
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="chain_batching"):
+        lktd_learner(LKTDAgentConfig(chain_batching="pmap"), 100)
+    with pytest.raises(ValueError, match="temperature applies to method 'lktd' only"):
+        lktd_learner(LKTDAgentConfig(method="sgld", temperature=0.5), 100)

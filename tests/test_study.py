@@ -43,3 +43,41 @@ def test_trimmed_mean_drops_the_outlying_run_and_median_keeps_it():
     np.testing.assert_allclose(summary["mse"]["mean"], 1e-3)  # the 5 rows of the 1.0 run dropped
     assert summary["mse"]["kept"] == 30 and summary["mse"]["rows"] == 35
     np.testing.assert_allclose(summary["mse"]["median"], 1e-3)
+
+
+def test_batched_seeds_are_written_one_file_per_seed_and_resume(tmp_path, capsys):
+    """A vmapped batch writes one file per seed; a rerun skips seeds that have a file; load_runs
+    joins them in seed order."""
+    overrides = dict(escape=dict(sample_size=50))
+    study.run_config("tiny", overrides, seeds=2, batch=2, steps=20_000, out=tmp_path)
+    assert "seeds 0..1 (2) done" in capsys.readouterr().out
+    folder = tmp_path / "runs" / "tiny"
+    assert sorted(f.name for f in folder.glob("*.npz")) == [
+        "seeds_000-000.npz",
+        "seeds_001-001.npz",
+    ]
+    study.run_config("tiny", overrides, seeds=2, batch=2, steps=20_000, out=tmp_path)
+    assert "done" not in capsys.readouterr().out
+    data = study.load_runs(tmp_path, "tiny")
+    assert data["seeds"].tolist() == [0, 1]
+    assert data["w_mse"].shape == (2, 2, 4) and np.isfinite(data["w_mse"][:, -1]).all()
+    assert list(data["backend"]) == ["cpu", "cpu"]
+    assert np.abs(data["w_mse"][0, -1] - data["w_mse"][1, -1]).max() > 0  # different seeds
+
+
+def test_seeds_covered_by_files_of_any_batch_size(tmp_path):
+    for name in ("seeds_000-003.npz", "seeds_005-005.npz", "seeds_007-009.npz.part"):
+        (tmp_path / name).touch()
+    assert study.covered_seeds(tmp_path) == {0, 1, 2, 3, 5}
+
+
+def test_a_batch_projected_past_the_deadline_stops_and_writes_nothing(tmp_path):
+    import time
+
+    import pytest
+
+    with pytest.raises(study.DeadlineError, match="after the deadline"):
+        study.run_config(
+            "tiny", {}, seeds=1, batch=1, steps=20_000, out=tmp_path, deadline=time.time() + 0.01
+        )
+    assert not list((tmp_path / "runs" / "tiny").glob("*.npz"))

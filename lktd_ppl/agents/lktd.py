@@ -31,11 +31,17 @@ class LKTDAgentConfig:
     kappa: int = 5
     friction: float = 0.1
     compat: bool = False
+    temperature: float = 1.0  # theta-forecast noise variance factor (beyond the paper; LKTD only)
     init_sd: float = 0.1  # initial weights N(0, init_sd^2), as the official code
+    shared_init: bool = False  # every chain starts from the same draw (they differ by noise only)
     # eps0 annealed over training stages t: step_size * (1 + t / step_size_decay_stages)^-decay
     # (0: constant, the paper's).  The inner schedule eps0 k^-0.9 still restarts every stage.
     step_size_decay: float = 0.0
     step_size_decay_stages: float = 10_000.0
+    # how the chains of a stage run: "map" (one after the other), "vmap" (side by side) or "auto"
+    # (map on CPU, where a vmapped stage cost more per chain; vmap on an accelerator, whose cost per
+    # step is launch latency).  Same keys and arithmetic either way.
+    chain_batching: str = "auto"
     escape: EscapeConfig = field(default_factory=EscapeConfig)
 
     def model_spec(self) -> str:
@@ -65,16 +71,31 @@ def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4)
         friction=config.friction,
         kappa=config.kappa,
         compat=config.compat,
+        temperature=config.temperature,
     )
+    if config.temperature != 1.0 and config.method != "lktd":
+        raise ValueError(
+            f"LKTDAgentConfig.temperature applies to method 'lktd' only, got method "
+            f"{config.method!r} with temperature {config.temperature}"
+        )
     kernel = KERNELS[config.method](ssm, sampler)
     m = config.num_chains
+    if config.chain_batching not in ("auto", "map", "vmap"):
+        raise ValueError(
+            f"LKTDAgentConfig.chain_batching must be 'auto', 'map' or 'vmap', got "
+            f"{config.chain_batching!r}"
+        )
+    batching = config.chain_batching
+    if batching == "auto":
+        batching = "map" if jax.default_backend() == "cpu" else "vmap"
 
     def q_batch(obs):
         b = _rows(example, obs.shape[0])
         return {**b, "obs": obs, "next_obs": obs, STAGE_KEY: jnp.int32(0)}
 
     def init(key):
-        positions = config.init_sd * jax.random.normal(key, (m, ssm.p))
+        shape = (1 if config.shared_init else m, ssm.p)
+        positions = jnp.broadcast_to(config.init_sd * jax.random.normal(key, shape), (m, ssm.p))
         return jax.vmap(kernel.init)(positions)
 
     def q_values(state, member, obs):
@@ -99,10 +120,15 @@ def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4)
         if m == 1:
             new, _ = step(key, jax.tree.map(lambda x: x[0], state), batch)
             return jax.tree.map(lambda x: x[None], new)
-        # the chains share the minibatch; they run one after the other (lax.map): on CPU a vmapped
-        # stage (batched matrix products) cost more per chain than one chain alone
+        # the chains share the minibatch, each with its own key (config.chain_batching)
         keys = jax.random.split(key, m)
-        return jax.lax.map(lambda ks: step(ks[0], ks[1], batch)[0], (keys, state))
+
+        def one(k, s):
+            return step(k, s, batch)[0]
+
+        if batching == "map":
+            return jax.lax.map(lambda ks: one(*ks), (keys, state))
+        return jax.vmap(one)(keys, state)
 
     return Learner(members=m, init=init, q_values=q_values, q_grid=q_grid, update=update)
 
