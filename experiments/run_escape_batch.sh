@@ -63,3 +63,4 @@ $py experiments/escape_study.py --configs explore_N10000_m10_anneal1.5_shared --
 $py experiments/escape_study.py --configs explore_N10000_m10_anneal1.5_T0.25 --seeds 2 --workers 2
 $py experiments/decompose_spread.py explore_N10000_m10_anneal1.5 --seed 7          # and ..._shared
 $py experiments/escape_study.py --configs explore_N10000_m20 --seeds 4 --workers 2
+$py experiments/escape_study.py --configs lktd_N10000_m10 --seeds 100 --workers 2   # 16 -> 48 runs, stopped to leave time for CI
