@@ -118,21 +118,25 @@ def test_variants_learn_in_the_same_harness(overrides):
     assert np.all(err < 0.5), err
 
 
-def test_annealed_step_size_is_the_constant_one_at_that_stage():
-    """step_size_decay: a stage at t uses eps0 (1 + t / t0)^-decay, else the same kernel."""
+def _random_batch(seed: int, stage: int) -> dict:
+    """A minibatch of 100 transitions at random points (keys seed, seed + 1), reward -1."""
     from lktd_ppl.replay import example_transition
 
+    rows = {k: jnp.broadcast_to(v, (100, *v.shape)) for k, v in example_transition(2, 4).items()}
+    return {
+        **rows,
+        "obs": jax.random.uniform(jax.random.key(seed), (100, 2)),
+        "next_obs": jax.random.uniform(jax.random.key(seed + 1), (100, 2)),
+        "reward": -jnp.ones(100),
+        "stage": jnp.int32(stage),
+    }
+
+
+def test_annealed_step_size_is_the_constant_one_at_that_stage():
+    """step_size_decay: a stage at t uses eps0 (1 + t / t0)^-decay, else the same kernel."""
     annealed = LKTDAgentConfig(step_size=2e-5, step_size_decay=1.0, step_size_decay_stages=100.0)
     at_300 = LKTDAgentConfig(step_size=2e-5 / 4.0)  # (1 + 300 / 100)^-1 = 1/4
-    rows = {k: jnp.broadcast_to(v, (100, *v.shape)) for k, v in example_transition(2, 4).items()}
-    key = jax.random.key(7)
-    batch = {
-        **rows,
-        "obs": jax.random.uniform(key, (100, 2)),
-        "next_obs": jax.random.uniform(jax.random.key(8), (100, 2)),
-        "reward": -jnp.ones(100),
-        "stage": jnp.int32(300),
-    }
+    batch = _random_batch(seed=7, stage=300)
     outs = []
     for cfg in (annealed, at_300, LKTDAgentConfig(step_size=2e-5)):
         learner = lktd_learner(cfg, 100)
@@ -144,16 +148,7 @@ def test_annealed_step_size_is_the_constant_one_at_that_stage():
 
 def test_chains_side_by_side_equal_chains_one_after_another():
     """chain_batching: vmapped chains (an accelerator's way) move exactly as mapped ones (CPU's)."""
-    from lktd_ppl.replay import example_transition
-
-    rows = {k: jnp.broadcast_to(v, (100, *v.shape)) for k, v in example_transition(2, 4).items()}
-    batch = {
-        **rows,
-        "obs": jax.random.uniform(jax.random.key(5), (100, 2)),
-        "next_obs": jax.random.uniform(jax.random.key(6), (100, 2)),
-        "reward": -jnp.ones(100),
-        "stage": jnp.int32(3),
-    }
+    batch = _random_batch(seed=5, stage=3)
     outs = []
     for batching in ("map", "vmap"):
         learner = lktd_learner(LKTDAgentConfig(num_chains=3, chain_batching=batching), 100)
