@@ -5,6 +5,10 @@
 1. one ``--steps`` LKTD run (the paper's settings, 1 chain), compile included, in this process;
 2. seeds vmapped: ``--short``-step runs of 1, 2 and 4 seeds (compiled first), time per seed;
 3. chains: ``--short``-step runs with m = 1, 4, 10 chains, time relative to one chain.
+
+    .venv/bin/python experiments/bench_escape_run.py --chains-only --chain-steps 1000000
+
+runs only the chains' comparison, at full length, each run from cold caches (compile included).
 Reference (issue): the official PyTorch code needs about 1.25 hours per 1M-step run on this CPU.
 """
 
@@ -35,17 +39,44 @@ def timed(cfg: LKTDAgentConfig, seeds: int, compile_first: bool) -> float:
     return time.perf_counter() - t
 
 
+def compare_chains(steps: int, chains: tuple[int, ...] = (1, 4, 10)) -> None:
+    """Wall time of one run with m chains against one chain, compile included (cold caches)."""
+    times = {}
+    for m in chains:
+        jax.clear_caches()
+        t = time.perf_counter()
+        cfg = LKTDAgentConfig(
+            num_chains=m, step_size=2.2e-5, escape=EscapeConfig(total_steps=steps)
+        )
+        make_lktd_train(cfg)(jax.random.key(0)[None], progress=False)
+        times[m] = time.perf_counter() - t
+        print(
+            f"{m:2d} chain(s), {steps:,} steps, compile included: {times[m]:.1f} s "
+            f"({times[m] / times[chains[0]]:.2f}x one chain)",
+            flush=True,
+        )
+
+
 def main() -> None:
     warnings.simplefilter("ignore")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--steps", type=int, default=1_000_000)
     ap.add_argument("--short", type=int, default=100_000)
     ap.add_argument("--repeats", type=int, default=3, help="cold-cache repeats of the long run")
+    ap.add_argument(
+        "--chains-only",
+        action="store_true",
+        help="only the m-chains comparison, each run from cold caches (compile included)",
+    )
+    ap.add_argument("--chain-steps", type=int, help="steps of the m-chains runs (default: --short)")
     args = ap.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
         f"({jax.devices()[0].platform})"
     )
+    if args.chains_only:
+        compare_chains(args.chain_steps or args.short)
+        return
     runs = []
     for r in range(args.repeats):  # each from cold caches: compile included every time
         jax.clear_caches()

@@ -5,21 +5,27 @@ Runs one seed of a study configuration (``escape_study.py``'s names), keeps its 
 cells): the error of the pooled mean, the sd of all samples, of one chain's samples (within), of
 the chains' means (between), how far each chain's mean moves between the window's halves, one
 chain's error, and the coverage of the pooled 95% and 50% intervals for the whole window and for
-its last 1000 and 300 stages.
+its last 1000 and 300 stages. ``--subsets`` adds what fewer chains would give: the intervals pooled
+over k of the m chains (every k-subset, or 20 drawn at random), scored at the calibration levels.
 
     .venv/bin/python experiments/decompose_spread.py explore_N10000_m10_anneal1.5 --seed 7
     .venv/bin/python experiments/decompose_spread.py --from-npz saved.npz   # samples kept before
+    .venv/bin/python experiments/decompose_spread.py --from-npz saved.npz --subsets
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+LEVELS = (0.5, 0.8, 0.9, 0.95)
 
 
 def run_samples(name: str, seed: int) -> dict:
@@ -55,16 +61,63 @@ def decompose(vals: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> list[str
         row = [np.sqrt(np.mean(x[mask[:, a], a] ** 2)) for a in range(4)]
         lines.append(f"| {label} (RMS) | " + " | ".join(f"{r:.4f}" for r in row) + " |")
     for last in (v.shape[2], 1000, 300):
-        p = v[:, :, -last:].reshape(*v.shape[:2], -1)
-        for level in (0.95, 0.5):
-            lo, hi = np.quantile(p, [(1 - level) / 2, (1 + level) / 2], axis=-1)
-            inside = (lo < truth) & (truth < hi)
-            row = [inside[mask[:, a], a].mean() for a in range(4)]
+        cover = equal_tailed_cover(
+            v[:, :, -last:].reshape(*v.shape[:2], -1), truth, mask, (0.95, 0.5)
+        )
+        for level, row in zip((0.95, 0.5), cover, strict=True):
             lines.append(
                 f"| {level:.0%} interval covers, last {last} stages | "
                 + " | ".join(f"{r:.3f}" for r in row)
                 + " |"
             )
+    return lines
+
+
+def equal_tailed_cover(
+    pooled: np.ndarray, truth: np.ndarray, mask: np.ndarray, levels: tuple[float, ...] = LEVELS
+) -> np.ndarray:
+    """(levels, A): fraction of legal cells whose truth lies inside each equal-tailed interval."""
+    out = np.empty((len(levels), truth.shape[1]))
+    for i, level in enumerate(levels):
+        lo, hi = np.quantile(pooled, [(1 - level) / 2, (1 + level) / 2], axis=-1)
+        inside = (lo < truth) & (truth < hi)
+        out[i] = [inside[mask[:, a], a].mean() for a in range(truth.shape[1])]
+    return out
+
+
+def chain_subsets(
+    vals: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray,
+    windows: tuple[int, ...] = (3000, 1000),
+    max_subsets: int = 20,
+    seed: int = 0,
+) -> list[str]:
+    """Calibration of intervals pooled over k of the run's m chains, averaged over k-subsets."""
+    v = vals.astype(np.float64)
+    m = v.shape[3]
+    rng = np.random.default_rng(seed)
+    head = " | ".join(f"{level:.0%} E/N/W/S" for level in LEVELS)
+    lines = [
+        f"| chains | window | {head} | largest gap | MSE E/N/W/S |",
+        "|---|---|" + "---|" * len(LEVELS) + "---|---|",
+    ]
+    for k in sorted({1, 2, 3, 4, m // 2, m} - {0}):
+        subsets = list(itertools.combinations(range(m), k))
+        if len(subsets) > max_subsets:
+            subsets = [subsets[i] for i in rng.choice(len(subsets), max_subsets, replace=False)]
+        for last in windows:
+            covers, mses = [], []
+            for sub in subsets:
+                pooled = v[:, :, -last:, list(sub)].reshape(*v.shape[:2], -1)
+                covers.append(equal_tailed_cover(pooled, truth, mask))
+                err = pooled.mean(-1) - truth
+                mses.append([np.mean(err[mask[:, a], a] ** 2) for a in range(truth.shape[1])])
+            cover = np.mean(covers, 0)
+            gap = np.max(np.abs(cover - np.array(LEVELS)[:, None]))
+            cells = " | ".join("/".join(f"{c:.2f}" for c in row) for row in cover)
+            mse = "/".join(f"{x:.1e}" for x in np.mean(mses, 0))
+            lines.append(f"| {k} | {last} | {cells} | {gap:.2f} | {mse} |")
     return lines
 
 
@@ -74,11 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--from-npz", type=Path, help="samples saved by an earlier --save")
     ap.add_argument("--save", type=Path, help="keep the samples (npz) for later analyses")
+    ap.add_argument("--subsets", action="store_true", help="also score intervals of k < m chains")
     args = ap.parse_args(argv)
     data = dict(np.load(args.from_npz)) if args.from_npz else run_samples(args.config, args.seed)
     if args.save:
         np.savez_compressed(args.save, **data)
     print("\n".join(decompose(data["vals"], data["truth"], data["mask"])))
+    if args.subsets:
+        print()
+        print("\n".join(chain_subsets(data["vals"], data["truth"], data["mask"])))
     return 0
 
 

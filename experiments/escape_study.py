@@ -108,6 +108,9 @@ def configs() -> dict[str, tuple[dict, int]]:
                 {**anneal, "step_size_decay": decay, "num_chains": m},
                 4,
             )
+    # three chains: pooled over k chains of one run's samples, the 95% interval matched W/S at
+    # k = 3 (decompose_spread.py --subsets); a run with three acting chains checks that
+    c["explore_N10000_m3_anneal1.5"] = ({**anneal, "step_size_decay": 1.5, "num_chains": 3}, 4)
     # sharper targets for 10 chains at the headline's drift: N x k with eps0 / k keeps eps0 N (the
     # drift) and divides the injected noise's variance by k (a temperature of 1/k)
     for n in (40_000, 160_000, 640_000):

@@ -81,3 +81,50 @@ def test_a_batch_projected_past_the_deadline_stops_and_writes_nothing(tmp_path):
             "tiny", {}, seeds=1, batch=1, steps=20_000, out=tmp_path, deadline=time.time() + 0.01
         )
     assert not list((tmp_path / "runs" / "tiny").glob("*.npz"))
+
+
+def _decompose_module():
+    spec = importlib.util.spec_from_file_location(
+        "decompose_spread", ROOT / "experiments/decompose_spread.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _table_rows(lines: list[str]) -> dict[int, list[str]]:
+    return {int(r.split("|")[1]): [c.strip() for c in r.split("|")[3:-1]] for r in lines[2:]}
+
+
+def test_chain_subsets_calibrated_when_truth_is_one_more_draw():
+    """Chains of iid draws around a cell's centre, the truth one more draw: every level covered."""
+    dec = _decompose_module()
+    rng = np.random.default_rng(0)
+    cells, actions, stages, chains = 3000, 2, 100, 4
+    centre = rng.normal(size=(cells, actions, 1, 1))
+    vals = centre + rng.normal(size=(cells, actions, stages, chains))
+    truth = centre[..., 0, 0] + rng.normal(size=(cells, actions))
+    mask = np.ones((cells, actions), bool)
+    rows = _table_rows(dec.chain_subsets(vals, truth, mask, windows=(stages,), max_subsets=3))
+    assert sorted(rows) == [1, 2, 3, 4]
+    for k, cols in rows.items():
+        for level, cell in zip(dec.LEVELS, cols[: len(dec.LEVELS)], strict=True):
+            assert np.allclose([float(c) for c in cell.split("/")], level, atol=0.03), (k, level)
+        assert float(cols[len(dec.LEVELS)]) < 0.04
+        mse = [float(x) for x in cols[-1].split("/")]
+        assert np.allclose(mse, 1.0, atol=0.08)
+
+
+def test_chain_subsets_one_offset_chain_undercovers():
+    """Chains that sit apart with tiny spread: one chain misses the truth, all four cover it."""
+    dec = _decompose_module()
+    rng = np.random.default_rng(1)
+    cells, stages, chains = 2000, 50, 4
+    offsets = rng.normal(size=(cells, 1, 1, chains))
+    vals = offsets + 0.01 * rng.normal(size=(cells, 1, stages, chains))
+    truth = np.zeros((cells, 1))
+    rows = _table_rows(dec.chain_subsets(vals, truth, np.ones((cells, 1), bool), windows=(stages,)))
+    one_at_95 = float(rows[1][len(dec.LEVELS) - 1])
+    four_at_95 = float(rows[4][len(dec.LEVELS) - 1])
+    assert one_at_95 < 0.05
+    assert 0.7 < four_at_95 < 0.95  # the range of 4 normals holds 0 with prob 1 - 2 / 2^4
