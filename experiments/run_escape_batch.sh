@@ -64,3 +64,9 @@ $py experiments/escape_study.py --configs explore_N10000_m10_anneal1.5_T0.25 --s
 $py experiments/decompose_spread.py explore_N10000_m10_anneal1.5 --seed 7          # and ..._shared
 $py experiments/escape_study.py --configs explore_N10000_m20 --seeds 4 --workers 2
 $py experiments/escape_study.py --configs lktd_N10000_m10 --seeds 100 --workers 2   # 16 -> 48 runs, stopped to leave time for CI
+# fifth session (2026-11-27 night): the headline's 52 missing runs (6782 s with two workers), the
+# chains' cost at full length, the three-chain check of decompose_spread.py --subsets
+$py experiments/escape_study.py --configs lktd_N10000_m10 --seeds 100 --workers 2   # 48 -> 100 runs
+$py experiments/bench_escape_run.py --chains-only --chain-steps 1000000
+$py experiments/decompose_spread.py --from-npz SAVED.npz --subsets                 # both saved runs
+$py experiments/escape_study.py --configs explore_N10000_m3_anneal1.5 --seeds 8 --workers 2
