@@ -39,17 +39,22 @@ def timed(cfg: LKTDAgentConfig, seeds: int, compile_first: bool) -> float:
     return time.perf_counter() - t
 
 
+def cold_run(cfg: LKTDAgentConfig, seed: int = 0) -> float:
+    """Seconds for one run of ``cfg`` from cold caches: compile and setup included."""
+    jax.clear_caches()
+    t = time.perf_counter()
+    make_lktd_train(cfg)(jax.random.key(seed)[None], progress=False)
+    return time.perf_counter() - t
+
+
 def compare_chains(steps: int, chains: tuple[int, ...] = (1, 4, 10)) -> None:
     """Wall time of one run with m chains against one chain, compile included (cold caches)."""
     times = {}
     for m in chains:
-        jax.clear_caches()
-        t = time.perf_counter()
         cfg = LKTDAgentConfig(
             num_chains=m, step_size=2.2e-5, escape=EscapeConfig(total_steps=steps)
         )
-        make_lktd_train(cfg)(jax.random.key(0)[None], progress=False)
-        times[m] = time.perf_counter() - t
+        times[m] = cold_run(cfg)
         print(
             f"{m:2d} chain(s), {steps:,} steps, compile included: {times[m]:.1f} s "
             f"({times[m] / times[chains[0]]:.2f}x one chain)",
@@ -77,13 +82,8 @@ def main() -> None:
     if args.chains_only:
         compare_chains(args.chain_steps or args.short)
         return
-    runs = []
-    for r in range(args.repeats):  # each from cold caches: compile included every time
-        jax.clear_caches()
-        t = time.perf_counter()
-        cfg = LKTDAgentConfig(compat=True, escape=EscapeConfig(total_steps=args.steps))
-        make_lktd_train(cfg)(jax.random.key(r)[None], progress=False)
-        runs.append(time.perf_counter() - t)
+    cfg = LKTDAgentConfig(compat=True, escape=EscapeConfig(total_steps=args.steps))
+    runs = [cold_run(cfg, seed=r) for r in range(args.repeats)]
     one = float(np.median(runs))
     print(
         f"one {args.steps:,}-step LKTD run, compile included: {one:.1f} s, median of "

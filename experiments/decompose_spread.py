@@ -22,10 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lktd_ppl.metrics import LEVELS  # the calibration levels of the study's tables
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-LEVELS = (0.5, 0.8, 0.9, 0.95)
 
 
 def run_samples(name: str, seed: int) -> dict:
