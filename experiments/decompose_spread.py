@@ -7,16 +7,22 @@ the chains' means (between), how far each chain's mean moves between the window'
 chain's error, and the coverage of the pooled 95% and 50% intervals for the whole window and for
 its last 1000 and 300 stages. ``--subsets`` adds what fewer chains would give: the intervals pooled
 over k of the m chains (every k-subset, or 20 drawn at random), scored at the calibration levels.
+``--set`` changes fields of the named configuration (JSON), e.g. another prior or step size; the
+table's first row is the pooled mean's signed error averaged over cells (an error the chains share
+keeps its sign over the cells, the chains' independent errors average out).
 
     .venv/bin/python experiments/decompose_spread.py explore_N10000_m10_anneal1.5 --seed 7
     .venv/bin/python experiments/decompose_spread.py --from-npz saved.npz   # samples kept before
     .venv/bin/python experiments/decompose_spread.py --from-npz saved.npz --subsets
+    .venv/bin/python experiments/decompose_spread.py explore_N10000_m4 --set '{"step_size": 4.4e-5}'
+    .venv/bin/python experiments/decompose_spread.py --from-npz saved.npz --plot errors.png
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 from pathlib import Path
 
@@ -27,13 +33,16 @@ from lktd_ppl.metrics import LEVELS  # the calibration levels of the study's tab
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def run_samples(name: str, seed: int) -> dict:
-    """(cells, A, stages, chains) samples, truth and mask of one 1M-step run."""
+def run_samples(name: str, seed: int, changes: dict | None = None) -> dict:
+    """(cells, A, stages, chains) samples, truth and mask of one 1M-step run.
+
+    ``changes``: fields set over the configuration's own (e.g. ``{"model": "file.py:fn"}``).
+    """
     import jax
     from escape_study import configs, make_train_for
 
     overrides, _ = configs()[name]
-    train, cfg = make_train_for(overrides, 1_000_000)
+    train, cfg = make_train_for({**overrides, **(changes or {})}, 1_000_000)
     res = train(jax.random.key(seed)[None], progress=False)
     ring = np.asarray(res["final"]["samples"][0])  # (cells*A, stages*m), column = slot*m + chain
     cells, num_actions = res["truth"].shape
@@ -56,6 +65,8 @@ def decompose(vals: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> list[str
         "one chain's mean error": np.sqrt(((chain_means - truth[..., None]) ** 2).mean(-1)),
     }
     lines = ["| quantity | E | N | W | S |", "|---|---|---|---|---|"]
+    signed = [np.mean(err[mask[:, a], a]) for a in range(4)]
+    lines.append("| pooled mean error (mean) | " + " | ".join(f"{r:+.4f}" for r in signed) + " |")
     for label, x in stats.items():
         row = [np.sqrt(np.mean(x[mask[:, a], a] ** 2)) for a in range(4)]
         lines.append(f"| {label} (RMS) | " + " | ".join(f"{r:.4f}" for r in row) + " |")
@@ -70,6 +81,40 @@ def decompose(vals: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> list[str
                 + " |"
             )
     return lines
+
+
+def error_grids(vals: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(A, size, size) pooled mean minus truth, ``[a, x, y]`` for cell (x, y); NaN where illegal."""
+    err = vals.astype(np.float64).mean((2, 3)) - truth
+    err = np.where(mask, err, np.nan)
+    size = int(round(np.sqrt(err.shape[0])))
+    return err.T.reshape(err.shape[1], size, size)  # cell index x * size + y
+
+
+def plot_errors(vals: np.ndarray, truth: np.ndarray, mask: np.ndarray, path: Path) -> np.ndarray:
+    """A map per action of the pooled mean's signed error over the grid (x right, y up)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grids = error_grids(vals, truth, mask)
+    lim = np.nanmax(np.abs(grids))
+    fig, axes = plt.subplots(
+        1, len(grids), figsize=(3.2 * len(grids), 3.2), squeeze=False, layout="constrained"
+    )
+    for ax, grid, name in zip(axes[0], grids, "ENWS", strict=False):
+        im = ax.imshow(grid.T, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim)
+        mean, rms = np.nanmean(grid), np.sqrt(np.nanmean(grid**2))
+        ax.set_title(f"{name}: mean {mean:+.3f}, RMS {rms:.3f}", fontsize=9)
+        ax.set_xticks(range(0, grid.shape[0], 3))
+        ax.set_yticks(range(0, grid.shape[1], 3))
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="pooled mean - truth")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return grids
 
 
 def equal_tailed_cover(
@@ -127,11 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-npz", type=Path, help="samples saved by an earlier --save")
     ap.add_argument("--save", type=Path, help="keep the samples (npz) for later analyses")
     ap.add_argument("--subsets", action="store_true", help="also score intervals of k < m chains")
+    ap.add_argument("--set", type=json.loads, default={}, help="config fields to change (JSON)")
+    ap.add_argument("--plot", type=Path, help="PNG: the pooled mean's error per cell and action")
     args = ap.parse_args(argv)
-    data = dict(np.load(args.from_npz)) if args.from_npz else run_samples(args.config, args.seed)
+    if args.from_npz:
+        data = dict(np.load(args.from_npz))
+    else:
+        data = run_samples(args.config, args.seed, args.set)
     if args.save:
         np.savez_compressed(args.save, **data)
     print("\n".join(decompose(data["vals"], data["truth"], data["mask"])))
+    if args.plot:
+        plot_errors(data["vals"], data["truth"], data["mask"], args.plot)
     if args.subsets:
         print()
         print("\n".join(chain_subsets(data["vals"], data["truth"], data["mask"])))

@@ -131,11 +131,32 @@ def configs() -> dict[str, tuple[dict, int]]:
     )
     # colder theta-noise (temperature T): the chains' disagreement is noise-driven (a shared start
     # leaves it), while the prior keeps its weight (unlike a larger N)
-    for t in (0.25, 0.1):
+    # and hotter (T > 1): wider chains where the annealed ten are narrow (E/N), same pooled mean?
+    for t in (0.25, 0.1, 2.0, 4.0):
         c[f"explore_N10000_m10_anneal1.5_T{t:g}"] = (
             {**anneal, "step_size_decay": 1.5, "num_chains": 10, "temperature": t},
             4,
         )
+    # the headline's 10 chains with twice its eps0: faster-moving chains, if the W/S error they
+    # share is history the chains forget slowly
+    c["explore_N10000_m10_eps4.4e-5"] = (
+        dict(pseudo_population=10_000, step_size=4.4e-5, num_chains=10),
+        4,
+    )
+    # a diagonal preconditioner on the theta-forecast (pSGLD's idea, capped): parameters the data
+    # barely move (a rare action's output weights) take larger steps, so that one chain may
+    # travel across what ten chains only span between them
+    for cap in (10, 100, 1000):
+        pre = dict(pseudo_population=10_000, step_size=2.2e-5, precondition_max=float(cap))
+        c[f"explore_N10000_precond{cap}"] = (pre, 4)
+        # annealed too: a smaller spread where the data are many (E/N), while the preconditioned
+        # directions keep moving
+        if cap > 10:
+            for decay in (1.0, 1.5):
+                c[f"explore_N10000_precond{cap}_anneal{decay:g}"] = (
+                    {**pre, "step_size_decay": decay},
+                    4,
+                )
     # the official Bootstrapped DQN draws a fresh mask per minibatch (not one per transition)
     c["bootdqn_official_masks"] = (dict(algo="bootdqn", mask_per_update=True), 20)
     return c

@@ -70,3 +70,10 @@ $py experiments/escape_study.py --configs lktd_N10000_m10 --seeds 100 --workers 
 $py experiments/bench_escape_run.py --chains-only --chain-steps 1000000
 $py experiments/decompose_spread.py --from-npz SAVED.npz --subsets                 # both saved runs
 $py experiments/escape_study.py --configs explore_N10000_m3_anneal1.5 --seeds 8 --workers 2
+# sixth session (2026-11-28 small hours): the error the chains share, twice the step, the
+# preconditioner (one chain, plain and annealed)
+$py experiments/escape_study.py --configs explore_N10000_m10_eps4.4e-5 --seeds 4 --workers 2
+$py experiments/escape_study.py --configs explore_N10000_precond10,explore_N10000_precond100 --seeds 4 --workers 2
+$py experiments/escape_study.py --configs explore_N10000_precond100_anneal1,explore_N10000_precond100_anneal1.5,explore_N10000_precond1000,explore_N10000_precond1000_anneal1,explore_N10000_precond1000_anneal1.5 --seeds 4 --workers 2
+$py experiments/decompose_spread.py explore_N10000_m4 --seed 7 --set '{}'            # and the --set variants in spread_decomposition.md
+$py experiments/decompose_spread.py --from-npz SAVED.npz --plot experiments/results/escape/error_map_m10_anneal1.5_seed7.png

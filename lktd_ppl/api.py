@@ -78,6 +78,7 @@ def sample(
     schedule: Callable | None = None,
     init_positions: jax.Array | None = None,
     temperature: float = 1.0,
+    precondition_max: float = 1.0,
 ) -> Any:
     """Sample the (tempered) posterior of a static NumPyro model; return an ArviZ DataTree.
 
@@ -89,6 +90,9 @@ def sample(
     posterior); ``num_warmup`` = ``num_samples`` stages, discarded.  Chains start from independent
     prior draws (``init_positions``, flat unconstrained (num_chains, p), overrides).
     ``temperature`` (LKTD, beyond the paper) multiplies the variance of the theta-forecast noise.
+    ``precondition_max`` (LKTD, beyond the paper; 1: off) caps a diagonal preconditioner of the
+    theta-forecast that lets the parameters with small drifts take larger steps
+    (:mod:`lktd_ppl.filter`).
 
     Returns a DataTree with groups ``posterior`` (every latent site, dims (chain, draw, ...),
     constrained space) and ``sample_stats`` (``log_prior`` and the minibatch ``log_likelihood`` at
@@ -118,9 +122,13 @@ def sample(
         compat=compat,
         schedule=schedule or polynomial_schedule(0.9),
         temperature=temperature,
+        precondition_max=precondition_max,
     )
-    if temperature != 1.0 and method != "lktd":
-        raise ModelError(f"temperature applies to method 'lktd' only, got {method!r}")
+    for name, value in (("temperature", temperature), ("precondition_max", precondition_max)):
+        if value != 1.0 and method != "lktd":
+            raise ModelError(f"{name} applies to method 'lktd' only, got {method!r}")
+    if precondition_max < 1.0:
+        raise ModelError(f"precondition_max must be >= 1 (1: off), got {precondition_max}")
     kernel = KERNELS[method](ssm, config)
 
     key_init, key_run = jax.random.split(key)
@@ -167,6 +175,7 @@ def sample(
             "step_size": step_size,
             "alpha": alpha,
             "kappa": kappa,
+            "precondition_max": precondition_max,
         }
     )
     return tree

@@ -18,6 +18,18 @@ Stage (one posterior draw): xi is drawn from its exact conditional (Gibbs), then
 
 ``compat=True`` reproduces the official code: xi <- r at the stage start, no c on the xi-block of
 the drift, and both likelihood drifts doubled (its loss is a sum of squares without 1/2).
+
+Beyond the paper, ``precondition_max > 1`` preconditions the theta-forecast with a diagonal M
+(the pSGLD idea, Li et al. 2016), fixed within a stage::
+
+    v <- beta v + (1 - beta) g^2               (g: the theta-drift at the stage start)
+    M  = clip(median(sqrt v) / sqrt v, 1, precondition_max)
+    theta <- theta + (eps_k/2)(1/c) M g + N(0, (eps_k/c) M)
+
+Parameters whose drift is large (the well-determined ones) keep the spec's step; those the data
+barely touch (e.g. the output weights of a rarely taken action) move up to ``precondition_max``
+times faster.  For a fixed M the target is unchanged; M drifts slowly (the term in dM/dtheta is
+dropped, as pSGLD drops it).
 """
 
 from __future__ import annotations
@@ -59,6 +71,10 @@ class SamplerConfig(struct.PyTreeNode):
     # analysis's) with its variance times T: the target pi~^(1/T), a cold posterior for T < 1
     # (a Gaussian posterior's variance times T); 1: the spec's
     temperature: float = 1.0
+    # beyond the paper (LKTD only): the diagonal preconditioner's cap (1: none, the spec's) and the
+    # decay of its running mean of squared drifts, per stage
+    precondition_max: float = struct.field(pytree_node=False, default=1.0)
+    precondition_decay: float = 0.99
     kappa: int = struct.field(pytree_node=False, default=5)  # inner iterations per stage
     compat: bool = struct.field(pytree_node=False, default=False)  # official-code mode
     schedule: Callable = struct.field(pytree_node=False, default=polynomial_schedule(0.9))
@@ -67,6 +83,8 @@ class SamplerConfig(struct.PyTreeNode):
 class LKTDState(NamedTuple):
     position: jax.Array  # theta, flat, unconstrained (p,)
     xi: jax.Array  # auxiliary measurement, the observation's shape
+    # the preconditioner's running mean of squared theta-drifts (p,); () when not preconditioned
+    sq_drift: jax.Array | tuple = ()
 
 
 class InnerNoise(NamedTuple):
@@ -154,8 +172,11 @@ def inner_step(
     noise: InnerNoise | None = None,
     analysis_r_factor: float = 2.0,
     fwd: Forward | None = None,
+    precond: jax.Array | None = None,
 ) -> LKTDState:
     """One forecast + analysis.  Give either ``key`` or the standard-normal ``noise``.
+
+    ``precond``: the diagonal M of the theta-forecast (see the module's docstring), or None.
 
     ``analysis_r_factor`` is the "2" of R = 2(1-alpha)sigma^2 (kept as an argument for the
     negative control of the Lemma-1 test; never change it otherwise).  ``fwd``: the forward pass
@@ -169,12 +190,33 @@ def inner_step(
     if noise is None:
         noise = split_noise(standard_normal(key, (noise_size(state),)), state)
     noise = InnerNoise(*(z * jnp.sqrt(config.temperature).astype(z.dtype) for z in noise))
+    if precond is not None:  # theta moves by h M g + sqrt(2 h M) z
+        noise = noise._replace(theta=noise.theta * jnp.sqrt(precond))
+        g_theta = g_theta * precond
     phi = (state.position, state.xi)
     theta, xi = langevin_step(phi, (g_theta, g_xi), h_step, (noise.theta, noise.xi))
     r_var = analysis_r_factor * (1.0 - config.alpha) * _scale(meas)
     gain = eps / (eps + r_var)
     xi = xi + gain * (meas.value - xi - jnp.sqrt(r_var / c) * noise.v)
-    return LKTDState(theta, xi)
+    return LKTDState(theta, xi, state.sq_drift)
+
+
+def update_preconditioner(
+    config: SamplerConfig, sq_drift: jax.Array, g_theta: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """(new running mean of squared drifts, M) from the stage start's theta-drift ``g_theta``.
+
+    The running mean starts at the first stage's g^2 (an all-zero mean means "not started").
+    """
+    g2 = g_theta * g_theta
+    started = jnp.any(sq_drift > 0)
+    beta = config.precondition_decay
+    v = jnp.where(started, beta * sq_drift + (1.0 - beta) * g2, g2)
+    root = jnp.sqrt(v)
+    ref = jnp.median(root)
+    tiny = jnp.finfo(root.dtype).tiny  # a parameter with no drift at all gets the cap
+    m = jnp.clip(ref / jnp.maximum(root, tiny), 1.0, config.precondition_max)
+    return v, m
 
 
 def gibbs_xi(
@@ -228,8 +270,11 @@ def lktd(ssm: StateSpaceModel, config: SamplerConfig) -> Kernel:
     """
     ssm.require_gaussian("LKTD")
 
+    preconditioned = config.precondition_max > 1.0
+
     def init(position: jax.Array) -> LKTDState:
-        return LKTDState(position, jnp.zeros(ssm.obs_shape, position.dtype))
+        sq_drift = jnp.zeros_like(position) if preconditioned else ()
+        return LKTDState(position, jnp.zeros(ssm.obs_shape, position.dtype), sq_drift)
 
     m = ssm.obs_size
     per_step = ssm.p + 2 * m
@@ -251,7 +296,12 @@ def lktd(ssm: StateSpaceModel, config: SamplerConfig) -> Kernel:
                 noise = standard_normal(key, (total,), dtype)
             rng, z_gibbs = None, noise[:m].reshape(ssm.obs_shape)
             z_inner = noise[m:].reshape(config.kappa, per_step)
-        state = LKTDState(state.position, gibbs_xi(config, fwd.meas, None, z=z_gibbs))
+        state = state._replace(xi=gibbs_xi(config, fwd.meas, None, z=z_gibbs))
+        precond = None
+        if preconditioned:  # M from the drift at the stage start, then fixed for the stage
+            (g_theta, _), _ = augmented_drift(ssm, config, state, batch, fwd)
+            sq_drift, precond = update_preconditioner(config, state.sq_drift, g_theta)
+            state = state._replace(sq_drift=sq_drift)
 
         def inner(carry, k, fwd=None):
             s, rng = carry
@@ -260,7 +310,8 @@ def lktd(ssm: StateSpaceModel, config: SamplerConfig) -> Kernel:
             else:
                 z_k = z_inner[k - 1]
             eps = config.schedule(config.step_size, k)
-            s = inner_step(ssm, config, s, batch, eps, noise=split_noise(z_k, s), fwd=fwd)
+            noise_k = split_noise(z_k, s)
+            s = inner_step(ssm, config, s, batch, eps, noise=noise_k, fwd=fwd, precond=precond)
             return s, rng
 
         carry = inner((state, rng), jnp.asarray(1), fwd)

@@ -14,7 +14,8 @@ Measurements (semi-gradient: the bootstrap term is under stop-gradient):
 parameters under stop-gradient (no target network, as LKTD's official code).
 
 Priors: the official code's spike-and-slab 0.5 N(0, 0.5^2)-slab / N(0, 0.05^2)-spike mixture with
-its weight lambda annealed 1.0 -> 0.5 over the first 10 000 stages, or a plain Gaussian.
+its weight lambda annealed 1.0 -> 0.5 over the first 10 000 stages, or a plain Gaussian (sd 0.5; or
+2, a weak prior).
 
 Every model also records ``q`` = Q(obs, .) (n, NUM_ACTIONS) as a deterministic site: the agents
 read Q-values through it, so a copy of this file with another network or prior needs no code change.
@@ -34,6 +35,7 @@ NUM_ACTIONS = 4
 GAMMA = 0.9
 SIGMA = 0.1
 GAUSSIAN_PRIOR_SD = 0.5
+WIDE_PRIOR_SD = 2.0  # a weak prior: what the data alone say where they are scarce
 
 
 def _spike_slab_prior(batch):
@@ -46,6 +48,10 @@ def _gaussian_prior(batch):
     return lambda name, shape: (
         dist.Normal(0.0, GAUSSIAN_PRIOR_SD).expand(shape).to_event(len(shape))
     )
+
+
+def _wide_gaussian_prior(batch):
+    return lambda name, shape: dist.Normal(0.0, WIDE_PRIOR_SD).expand(shape).to_event(len(shape))
 
 
 def _q_model(batch, prior, bootstrap):
@@ -76,6 +82,11 @@ def sarsa_spike_slab(batch):
 def sarsa_gaussian(batch):
     """SARSA measurement, N(0, GAUSSIAN_PRIOR_SD^2) prior on every weight."""
     _q_model(batch, _gaussian_prior, _sarsa)
+
+
+def sarsa_wide_gaussian(batch):
+    """SARSA measurement, N(0, WIDE_PRIOR_SD^2) prior on every weight (little shrinkage)."""
+    _q_model(batch, _wide_gaussian_prior, _sarsa)
 
 
 def qlearning_spike_slab(batch):

@@ -160,3 +160,23 @@ def test_chains_side_by_side_equal_chains_one_after_another():
         lktd_learner(LKTDAgentConfig(chain_batching="pmap"), 100)
     with pytest.raises(ValueError, match="temperature applies to method 'lktd' only"):
         lktd_learner(LKTDAgentConfig(method="sgld", temperature=0.5), 100)
+
+
+@pytest.mark.parametrize("batching", ["map", "vmap"])
+def test_own_minibatches_give_each_chain_its_draw(batching):
+    """own_minibatches: chain i moves as it would in a shared-minibatch run fed minibatch i."""
+    first, second = _random_batch(seed=5, stage=3), _random_batch(seed=11, stage=3)
+    stacked = {k: jnp.stack([first[k], second[k]]) for k in first if k != "stage"}
+    stacked["stage"] = first["stage"]
+    own = lktd_learner(
+        LKTDAgentConfig(num_chains=2, own_minibatches=True, chain_batching=batching), 100
+    )
+    shared = lktd_learner(LKTDAgentConfig(num_chains=2), 100)
+    assert (own.minibatches, shared.minibatches) == (2, 1)
+    state = own.init(jax.random.key(1))
+    moved = np.asarray(own.update(jax.random.key(2), state, stacked).position)
+    for i, batch in enumerate((first, second)):
+        expect = np.asarray(shared.update(jax.random.key(2), state, batch).position)[i]
+        np.testing.assert_allclose(moved[i], expect, rtol=1e-5, atol=1e-6)
+    wrong = np.asarray(shared.update(jax.random.key(2), state, second).position)[0]
+    assert np.abs(moved[0] - wrong).max() > 1e-3  # the other minibatch moves chain 0 elsewhere

@@ -104,3 +104,33 @@ def test_sghmc_compat_is_the_official_momentum_free_step():
     eta = 1e-3 * 8 / 80.0
     expected = state.position + eta * g + np.sqrt(2 * 0.1 * eta) * z
     np.testing.assert_allclose(out.position, expected, rtol=1e-5)
+
+
+def test_preconditioned_forecast_scales_drift_by_m_and_noise_by_sqrt_m():
+    """precond M: theta moves by (eps/2)(n/N) M g + sqrt(eps n/N M) z; M from the drifts' RMS."""
+    from lktd_ppl.filter import update_preconditioner
+
+    rng = np.random.default_rng(2)
+    n, d, N, eps = 8, 2, 80.0, 1e-2
+    batch = {"x": jnp.asarray(rng.normal(size=(n, d)), jnp.float32), "y": jnp.zeros(n)}
+    ssm = lktd_ppl.from_numpyro(lktd_ppl.load_model(f"{MODELS}/linear_regression.py:model"), batch)
+    cfg = SamplerConfig(pseudo_population=N)
+    theta, xi = jnp.array([0.5, -1.0]), jnp.asarray(rng.normal(size=n), jnp.float32)
+    m = jnp.array([1.0, 7.0])
+    zero = InnerNoise(jnp.zeros(d), jnp.zeros(n), jnp.zeros(n))
+    plain = inner_step(ssm, cfg, LKTDState(theta, xi), batch, eps, noise=zero)
+    pre = inner_step(ssm, cfg, LKTDState(theta, xi), batch, eps, noise=zero, precond=m)
+    np.testing.assert_allclose(pre.position - theta, m * (plain.position - theta), rtol=1e-4)
+    unit = zero._replace(theta=jnp.array([0.0, 1.0]))
+    kicked = inner_step(ssm, cfg, LKTDState(theta, xi), batch, eps, noise=unit, precond=m)
+    np.testing.assert_allclose(
+        kicked.position[1] - pre.position[1], np.sqrt(7 * eps * n / N), rtol=1e-5
+    )
+    # M = clip(median(sqrt v) / sqrt v, 1, cap); the running mean starts at the first g^2
+    capped = SamplerConfig(precondition_max=10.0, precondition_decay=0.5)
+    v, m = update_preconditioner(capped, jnp.zeros(3), jnp.array([4.0, 1.0, 0.01]))
+    np.testing.assert_allclose(v, [16.0, 1.0, 1e-4], rtol=1e-6)
+    np.testing.assert_allclose(m, [1.0, 1.0, 10.0], rtol=1e-6)
+    v, m = update_preconditioner(capped, v, jnp.array([0.0, 1.0, 0.3]))
+    np.testing.assert_allclose(v, [8.0, 1.0, 0.04505], rtol=1e-4)
+    np.testing.assert_allclose(m, [1.0, 1.0, 1.0 / np.sqrt(0.04505)], rtol=1e-4)

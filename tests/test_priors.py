@@ -72,3 +72,12 @@ def test_model_prior_follows_the_stage():
         np.testing.assert_allclose(ssm.log_prior(theta, batch), expected, rtol=1e-5)
         grad = jax.grad(ssm.log_prior)(theta, batch)
         np.testing.assert_allclose(grad, closed_form_grad(t, lam), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("name, sd", [("sarsa_gaussian", 0.5), ("sarsa_wide_gaussian", 2.0)])
+def test_gaussian_models_prior_is_iid_normal_with_their_sd(name, sd):
+    model = lktd_ppl.load_model(f"{MODELS}/mlp_q.py:{name}")
+    ssm = lktd_ppl.from_numpyro(model, _rl_batch())
+    theta = 0.3 * jax.random.normal(jax.random.key(1), (ssm.p,))
+    expected = np.sum(norm.logpdf(np.asarray(theta, np.float64), 0, sd))
+    np.testing.assert_allclose(ssm.log_prior(theta, _rl_batch()), expected, rtol=1e-5)

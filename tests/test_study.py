@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("escape_study", ROOT / "experiments/escape_study.py")
@@ -128,3 +129,37 @@ def test_chain_subsets_one_offset_chain_undercovers():
     four_at_95 = float(rows[4][len(dec.LEVELS) - 1])
     assert one_at_95 < 0.05
     assert 0.7 < four_at_95 < 0.95  # the range of 4 normals holds 0 with prob 1 - 2 / 2^4
+
+
+def test_decompose_signed_error_keeps_a_shared_offset_and_averages_the_rest():
+    """Every chain off by +0.3 on action 2, each also by its own N(0, 1): only the +0.3 stays."""
+    dec = _decompose_module()
+    rng = np.random.default_rng(2)
+    cells, stages, chains = 500, 20, 50
+    own = rng.normal(size=(cells, 4, 1, chains))
+    vals = own + 0.01 * rng.normal(size=(cells, 4, stages, chains))
+    vals[:, 2] += 0.3
+    truth, mask = np.zeros((cells, 4)), np.ones((cells, 4), bool)
+    row = next(
+        r for r in dec.decompose(vals, truth, mask) if r.startswith("| pooled mean error (mean)")
+    )
+    signed = [float(c) for c in row.split("|")[2:-1]]
+    # the pooled mean's own part: sd 1 / sqrt(50) per cell, averaged over 500 cells
+    assert np.allclose(signed, [0.0, 0.0, 0.3, 0.0], atol=0.02), signed
+
+
+def test_error_grids_put_cell_x_y_at_x_y(tmp_path):
+    """Cell (x, y) is row x * size + y of the samples; its error lands at grid [a, x, y]."""
+    dec = _decompose_module()
+    size, cells = 3, 9
+    truth = np.zeros((cells, 4))
+    vals = np.zeros((cells, 4, 5, 2))
+    vals[1 * size + 2, 2] = 0.7  # cell (1, 2), action W
+    mask = np.ones((cells, 4), bool)
+    mask[0 * size + 1, 2] = False  # W is illegal at x = 0
+    grids = dec.plot_errors(vals, truth, mask, tmp_path / "e.png")
+    assert grids.shape == (4, size, size)
+    assert grids[2, 1, 2] == pytest.approx(0.7)
+    assert np.isnan(grids[2, 0, 1])
+    assert np.nansum(np.abs(grids)) == pytest.approx(0.7)
+    assert (tmp_path / "e.png").stat().st_size > 10_000

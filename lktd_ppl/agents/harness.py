@@ -104,6 +104,9 @@ class Learner(NamedTuple):
     # (u, state) -> the acting member, from one U[0, 1) draw; consulted at every episode start and
     # after every training stage.  None: uniform over members at each episode start (Thompson).
     acting_member: Callable[[jax.Array, Any], jax.Array] | None = None
+    # minibatches drawn per stage: 1 gives ``update`` one (leaves (n, ...)); k > 1 gives k
+    # independent ones stacked (leaves (k, n, ...); "stage" stays a scalar), e.g. one per chain
+    minibatches: int = 1
 
 
 class RunState(NamedTuple):
@@ -304,7 +307,12 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
         # the minibatch is drawn outside the cond: with the replay buffer as an operand, the cond
         # cost about 50 us per stage more on CPU (1M steps: about 5 s)
         k_batch, k_update = jax.random.split(k_train)
-        batch = {**replay.sample(s.replay, k_batch), "stage": stage}
+        if learner.minibatches == 1:
+            batch = replay.sample(s.replay, k_batch)
+        else:
+            keys = jax.random.split(k_batch, learner.minibatches)
+            batch = jax.vmap(lambda k: replay.sample(s.replay, k))(keys)
+        batch = {**batch, "stage": stage}
         learner_state = jax.lax.cond(
             do_train,
             lambda l, b: learner.update(k_update, l, b),

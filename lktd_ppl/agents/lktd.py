@@ -3,7 +3,8 @@
 The Q-network and its prior and measurement come from a NumPyro model file (default
 ``models/mlp_q.py:sarsa_spike_slab``, the paper's); the model must record the Q-values of
 ``batch["obs"]`` as the deterministic site ``q``.  ``num_chains`` chains share the replay buffer and
-the minibatch, each with its own noise; the harness draws the acting chain per episode.
+the minibatch (the spec's; ``own_minibatches=True``: each chain its own draw from the shared buffer),
+each with its own noise; the harness draws the acting chain per episode.
 """
 
 from __future__ import annotations
@@ -32,8 +33,15 @@ class LKTDAgentConfig:
     friction: float = 0.1
     compat: bool = False
     temperature: float = 1.0  # theta-forecast noise variance factor (beyond the paper; LKTD only)
+    # beyond the paper (LKTD only): a diagonal preconditioner on the theta-forecast, capped at this
+    # factor (1: none); see lktd_ppl.filter
+    precondition_max: float = 1.0
+    precondition_decay: float = 0.99
     init_sd: float = 0.1  # initial weights N(0, init_sd^2), as the official code
     shared_init: bool = False  # every chain starts from the same draw (they differ by noise only)
+    # beyond the spec: every chain draws its own minibatch from the shared buffer (the spec's chains
+    # share one), so the minibatch's gradient noise is independent across chains, not common to all
+    own_minibatches: bool = False
     # eps0 annealed over training stages t: step_size * (1 + t / step_size_decay_stages)^-decay
     # (0: constant, the paper's).  The inner schedule eps0 k^-0.9 still restarts every stage.
     step_size_decay: float = 0.0
@@ -72,11 +80,19 @@ def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4)
         kappa=config.kappa,
         compat=config.compat,
         temperature=config.temperature,
+        precondition_max=config.precondition_max,
+        precondition_decay=config.precondition_decay,
     )
-    if config.temperature != 1.0 and config.method != "lktd":
+    for name, plain in (("temperature", 1.0), ("precondition_max", 1.0)):
+        if getattr(config, name) != plain and config.method != "lktd":
+            raise ValueError(
+                f"LKTDAgentConfig.{name} applies to method 'lktd' only, got method "
+                f"{config.method!r} with {name} {getattr(config, name)}"
+            )
+    if config.precondition_max < 1.0:
         raise ValueError(
-            f"LKTDAgentConfig.temperature applies to method 'lktd' only, got method "
-            f"{config.method!r} with temperature {config.temperature}"
+            f"LKTDAgentConfig.precondition_max must be >= 1 (1: no preconditioner), got "
+            f"{config.precondition_max}"
         )
     kernel = KERNELS[config.method](ssm, sampler)
     m = config.num_chains
@@ -120,17 +136,29 @@ def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4)
         if m == 1:
             new, _ = step(key, jax.tree.map(lambda x: x[0], state), batch)
             return jax.tree.map(lambda x: x[None], new)
-        # the chains share the minibatch, each with its own key (config.chain_batching)
+        # each chain its own key; one shared minibatch, or its own (config.own_minibatches);
+        # chains run as config.chain_batching says
         keys = jax.random.split(key, m)
+        stage = batch[STAGE_KEY]
+        rows = {k: v for k, v in batch.items() if k != STAGE_KEY}
+        per_chain = rows if own else {}  # mapped over with the chains, or closed over
 
-        def one(k, s):
-            return step(k, s, batch)[0]
+        def one(k, s, b):
+            return step(k, s, {**rows, **b, STAGE_KEY: stage})[0]
 
         if batching == "map":
-            return jax.lax.map(lambda ks: one(*ks), (keys, state))
-        return jax.vmap(one)(keys, state)
+            return jax.lax.map(lambda x: one(*x), (keys, state, per_chain))
+        return jax.vmap(one)(keys, state, per_chain)
 
-    return Learner(members=m, init=init, q_values=q_values, q_grid=q_grid, update=update)
+    own = config.own_minibatches and m > 1
+    return Learner(
+        members=m,
+        init=init,
+        q_values=q_values,
+        q_grid=q_grid,
+        update=update,
+        minibatches=m if own else 1,
+    )
 
 
 def make_lktd_train(config: LKTDAgentConfig):
