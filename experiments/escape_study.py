@@ -157,6 +157,11 @@ def configs() -> dict[str, tuple[dict, int]]:
                     {**pre, "step_size_decay": decay},
                     4,
                 )
+    # the headline's ten chains, preconditioned: chains that travel further may agree more
+    c["explore_N10000_m10_precond100"] = (
+        dict(pseudo_population=10_000, step_size=2.2e-5, num_chains=10, precondition_max=100.0),
+        4,
+    )
     # the official Bootstrapped DQN draws a fresh mask per minibatch (not one per transition)
     c["bootdqn_official_masks"] = (dict(algo="bootdqn", mask_per_update=True), 20)
     return c

@@ -77,3 +77,4 @@ $py experiments/escape_study.py --configs explore_N10000_precond10,explore_N1000
 $py experiments/escape_study.py --configs explore_N10000_precond100_anneal1,explore_N10000_precond100_anneal1.5,explore_N10000_precond1000,explore_N10000_precond1000_anneal1,explore_N10000_precond1000_anneal1.5 --seeds 4 --workers 2
 $py experiments/decompose_spread.py explore_N10000_m4 --seed 7 --set '{}'            # and the --set variants in spread_decomposition.md
 $py experiments/decompose_spread.py --from-npz SAVED.npz --plot experiments/results/escape/error_map_m10_anneal1.5_seed7.png
+$py experiments/escape_study.py --configs explore_N10000_m10_precond100 --seeds 4 --workers 2   # 843 s
