@@ -9,6 +9,11 @@
     .venv/bin/python experiments/bench_escape_run.py --chains-only --chain-steps 1000000
 
 runs only the chains' comparison, at full length, each run from cold caches (compile included).
+
+    .venv/bin/python experiments/bench_escape_run.py --precond-only --chain-steps 1000000
+
+times one chain with the diagonal preconditioner (``precondition_max=100``) against one without,
+alternating, twice each, cold caches.
 Reference (issue): the official PyTorch code needs about 1.25 hours per 1M-step run on this CPU.
 """
 
@@ -62,6 +67,23 @@ def compare_chains(steps: int, chains: tuple[int, ...] = (1, 4, 10)) -> None:
         )
 
 
+def compare_precond(steps: int, repeats: int = 2) -> None:
+    """Wall time of one preconditioned chain against a plain one (cold caches, alternating)."""
+    times: dict[float, list[float]] = {1.0: [], 100.0: []}
+    for _ in range(repeats):
+        for cap in times:
+            cfg = LKTDAgentConfig(
+                step_size=2.2e-5, precondition_max=cap, escape=EscapeConfig(total_steps=steps)
+            )
+            times[cap].append(cold_run(cfg))
+    plain, pre = (float(np.median(times[c])) for c in times)
+    print(
+        f"one chain, {steps:,} steps, compile included: plain {plain:.1f} s "
+        f"({', '.join(f'{x:.1f}' for x in times[1.0])}), preconditioned {pre:.1f} s "
+        f"({', '.join(f'{x:.1f}' for x in times[100.0])}): {pre / plain:.2f}x"
+    )
+
+
 def main() -> None:
     warnings.simplefilter("ignore")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -74,6 +96,9 @@ def main() -> None:
         help="only the m-chains comparison, each run from cold caches (compile included)",
     )
     ap.add_argument("--chain-steps", type=int, help="steps of the m-chains runs (default: --short)")
+    ap.add_argument(
+        "--precond-only", action="store_true", help="only preconditioned against plain, one chain"
+    )
     args = ap.parse_args()
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} "
@@ -81,6 +106,9 @@ def main() -> None:
     )
     if args.chains_only:
         compare_chains(args.chain_steps or args.short)
+        return
+    if args.precond_only:
+        compare_precond(args.chain_steps or args.short)
         return
     cfg = LKTDAgentConfig(compat=True, escape=EscapeConfig(total_steps=args.steps))
     runs = [cold_run(cfg, seed=r) for r in range(args.repeats)]

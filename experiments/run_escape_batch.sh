@@ -78,3 +78,4 @@ $py experiments/escape_study.py --configs explore_N10000_precond100_anneal1,expl
 $py experiments/decompose_spread.py explore_N10000_m4 --seed 7 --set '{}'            # and the --set variants in spread_decomposition.md
 $py experiments/decompose_spread.py --from-npz SAVED.npz --plot experiments/results/escape/error_map_m10_anneal1.5_seed7.png
 $py experiments/escape_study.py --configs explore_N10000_m10_precond100 --seeds 4 --workers 2   # 843 s
+$py experiments/bench_escape_run.py --precond-only --chain-steps 1000000
