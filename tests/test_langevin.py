@@ -4,6 +4,7 @@ import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from blackjax.sgmcmc import diffusions
 from conftest import MODELS
 
@@ -134,3 +135,11 @@ def test_preconditioned_forecast_scales_drift_by_m_and_noise_by_sqrt_m():
     v, m = update_preconditioner(capped, v, jnp.array([0.0, 1.0, 0.3]))
     np.testing.assert_allclose(v, [8.0, 1.0, 0.04505], rtol=1e-4)
     np.testing.assert_allclose(m, [1.0, 1.0, 1.0 / np.sqrt(0.04505)], rtol=1e-4)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1284])
+def test_partial_sort_median_equals_numpy_median(n):
+    from lktd_ppl.filter import _median
+
+    x = jax.random.exponential(jax.random.key(n), (n,))
+    assert float(_median(x)) == float(np.median(np.asarray(x)))
