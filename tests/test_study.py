@@ -116,13 +116,19 @@ def test_chain_subsets_calibrated_when_truth_is_one_more_draw():
         assert np.allclose(mse, 1.0, atol=0.08)
 
 
+def _offset_chains(seed: int, cells: int, actions: int, stages: int, chains: int) -> np.ndarray:
+    """Samples (cells, actions, stages, chains): each chain sits at its own N(0, 1) offset per
+    cell and action and moves around it with sd 0.01."""
+    rng = np.random.default_rng(seed)
+    offsets = rng.normal(size=(cells, actions, 1, chains))
+    return offsets + 0.01 * rng.normal(size=(cells, actions, stages, chains))
+
+
 def test_chain_subsets_one_offset_chain_undercovers():
     """Chains that sit apart with tiny spread: one chain misses the truth, all four cover it."""
     dec = _decompose_module()
-    rng = np.random.default_rng(1)
-    cells, stages, chains = 2000, 50, 4
-    offsets = rng.normal(size=(cells, 1, 1, chains))
-    vals = offsets + 0.01 * rng.normal(size=(cells, 1, stages, chains))
+    cells, stages = 2000, 50
+    vals = _offset_chains(1, cells, 1, stages, 4)
     truth = np.zeros((cells, 1))
     rows = _table_rows(dec.chain_subsets(vals, truth, np.ones((cells, 1), bool), windows=(stages,)))
     one_at_95 = float(rows[1][len(dec.LEVELS) - 1])
@@ -134,10 +140,8 @@ def test_chain_subsets_one_offset_chain_undercovers():
 def test_decompose_signed_error_keeps_a_shared_offset_and_averages_the_rest():
     """Every chain off by +0.3 on action 2, each also by its own N(0, 1): only the +0.3 stays."""
     dec = _decompose_module()
-    rng = np.random.default_rng(2)
-    cells, stages, chains = 500, 20, 50
-    own = rng.normal(size=(cells, 4, 1, chains))
-    vals = own + 0.01 * rng.normal(size=(cells, 4, stages, chains))
+    cells = 500
+    vals = _offset_chains(2, cells, 4, 20, 50)
     vals[:, 2] += 0.3
     truth, mask = np.zeros((cells, 4)), np.ones((cells, 4), bool)
     row = next(
