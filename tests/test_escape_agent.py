@@ -105,8 +105,9 @@ def test_epsilon_greedy_only_picks_legal_actions():
         dict(method="sghmc", compat=True),  # the official (momentum-free) SGHMC
         dict(model=f"{MODELS}/mlp_q.py:sarsa_gaussian"),  # another model file, no code change
         dict(num_chains=3),
+        dict(num_chains=2, own_minibatches=True),  # the harness draws a minibatch per chain
     ],
-    ids=["sgld", "sghmc", "gaussian-prior-model", "3-chains"],
+    ids=["sgld", "sghmc", "gaussian-prior-model", "3-chains", "2-chains-own-minibatches"],
 )
 def test_variants_learn_in_the_same_harness(overrides):
     cfg = LKTDAgentConfig(escape=EscapeConfig(total_steps=60_000), **overrides)
