@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lktd_ppl.filter import SamplerConfig, lktd, polynomial_schedule
+from lktd_ppl.filter import SamplerConfig, lktd, lktd_only_options_error, polynomial_schedule
 from lktd_ppl.rng import standard_normal
 from lktd_ppl.samplers import sghmc, sgld
 from lktd_ppl.ssm import STAGE_KEY, Batch, ModelError, from_numpyro, leading_size
@@ -124,11 +124,8 @@ def sample(
         temperature=temperature,
         precondition_max=precondition_max,
     )
-    for name, value in (("temperature", temperature), ("precondition_max", precondition_max)):
-        if value != 1.0 and method != "lktd":
-            raise ModelError(f"{name} applies to method 'lktd' only, got {method!r}")
-    if precondition_max < 1.0:
-        raise ModelError(f"precondition_max must be >= 1 (1: off), got {precondition_max}")
+    if error := lktd_only_options_error(method, temperature, precondition_max):
+        raise ModelError(error)
     kernel = KERNELS[method](ssm, config)
 
     key_init, key_run = jax.random.split(key)

@@ -81,6 +81,18 @@ class SamplerConfig(struct.PyTreeNode):
     schedule: Callable = struct.field(pytree_node=False, default=polynomial_schedule(0.9))
 
 
+def lktd_only_options_error(method: str, temperature: float, precondition_max: float) -> str | None:
+    """Why these options do not go with ``method`` (they are LKTD's), or None if they do."""
+    for name, value in (("temperature", temperature), ("precondition_max", precondition_max)):
+        if value != 1.0 and method != "lktd":
+            return (
+                f"{name} applies to method 'lktd' only, got method {method!r} with {name} {value}"
+            )
+    if precondition_max < 1.0:
+        return f"precondition_max must be >= 1 (1: no preconditioner), got {precondition_max}"
+    return None
+
+
 class LKTDState(NamedTuple):
     position: jax.Array  # theta, flat, unconstrained (p,)
     xi: jax.Array  # auxiliary measurement, the observation's shape

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
 from lktd_ppl.api import KERNELS, load_model, model_file
-from lktd_ppl.filter import SamplerConfig
+from lktd_ppl.filter import SamplerConfig, lktd_only_options_error
 from lktd_ppl.replay import example_transition
 from lktd_ppl.ssm import STAGE_KEY, ModelError, from_numpyro
 
@@ -83,17 +83,9 @@ def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4)
         precondition_max=config.precondition_max,
         precondition_decay=config.precondition_decay,
     )
-    for name, plain in (("temperature", 1.0), ("precondition_max", 1.0)):
-        if getattr(config, name) != plain and config.method != "lktd":
-            raise ValueError(
-                f"LKTDAgentConfig.{name} applies to method 'lktd' only, got method "
-                f"{config.method!r} with {name} {getattr(config, name)}"
-            )
-    if config.precondition_max < 1.0:
-        raise ValueError(
-            f"LKTDAgentConfig.precondition_max must be >= 1 (1: no preconditioner), got "
-            f"{config.precondition_max}"
-        )
+    error = lktd_only_options_error(config.method, config.temperature, config.precondition_max)
+    if error:
+        raise ValueError(f"LKTDAgentConfig.{error}")
     kernel = KERNELS[config.method](ssm, sampler)
     m = config.num_chains
     if config.chain_batching not in ("auto", "map", "vmap"):
