@@ -10,8 +10,9 @@
 #
 # Measured on an H200 (experiments/results/bench_escape_run.md): one process, one seed of the
 # 10-chain headline: 76-95 s per 1M-step run; one process with 86 seeds vmapped: 4.2 ms per env
-# step (1.7x one seed's throughput only).  Several processes sharing the GPU: not measured yet
-# (a try with preallocation on gave the GPU to one process of 8).
+# step (1.7x one seed's throughput only).  Four processes sharing the GPU (2026-11-28): 384 s each
+# for one run, 96 s a run in all, as one process alone: sharing adds no throughput.  CPU workers
+# there ran a 10-chain run in 470-500 s that day (362-384 s before): give them SECS >= 540.
 set -u
 SECS=${SECS:-520}
 GPU_CONFIG=${GPU_CONFIG:-lktd_N10000_m10}
