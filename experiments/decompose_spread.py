@@ -28,7 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lktd_ppl.metrics import LEVELS  # the calibration levels of the study's tables
+from lktd_ppl.metrics import (  # LEVELS: the calibration levels of the study's tables
+    LEVELS,
+    chronological_samples,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -44,9 +47,10 @@ def run_samples(name: str, seed: int, changes: dict | None = None) -> dict:
     overrides, _ = configs()[name]
     train, cfg = make_train_for({**overrides, **(changes or {})}, 1_000_000)
     res = train(jax.random.key(seed)[None], progress=False)
-    ring = np.asarray(res["final"]["samples"][0])  # (cells*A, stages*m), column = slot*m + chain
-    cells, num_actions = res["truth"].shape
-    vals = ring.reshape(cells, num_actions, -1, cfg.num_chains)
+    f = res["final"]
+    vals = chronological_samples(
+        f["samples"][0], f["valid"][0], f["slot"][0], cfg.num_chains, res["truth"].shape
+    )
     return {"vals": vals, "truth": res["truth"], "mask": res["mask"]}
 
 

@@ -214,3 +214,18 @@ def greedy_policy_frequency(ring: jax.Array, valid: jax.Array, mask: jax.Array) 
     q = jnp.where(mask[..., None] | ~legal[..., None], vals, -jnp.inf)
     best = jax.nn.one_hot(jnp.argmax(q, axis=1), num_actions, axis=1)  # (cells, A, slots)
     return jnp.sum(jnp.where(valid, best, 0.0), axis=-1) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def chronological_samples(
+    ring: np.ndarray, valid: np.ndarray, slot: int, members: int, shape: tuple[int, int]
+) -> np.ndarray:
+    """A saved ring's samples in the order they were stored: (cells, A, stages, members).
+
+    ``ring`` (cells*A, capacity*members), column ``slot*members + member``; ``slot`` is the next
+    stage slot to be written (the oldest stored stage once the ring is full); ``valid`` marks the
+    columns written (all of them once the ring has wrapped).
+    """
+    shift = -int(slot) * members
+    order = np.roll(np.arange(ring.shape[1]), shift)
+    cols = order[np.asarray(valid)[order]]
+    return np.asarray(ring)[:, cols].reshape(*shape, -1, members)

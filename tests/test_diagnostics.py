@@ -354,3 +354,24 @@ def test_device_quantiles_equal_numpy(filled):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     empty = metrics._quantiles_jax(jnp.asarray(values), jnp.zeros(250, bool), metrics.PROBS)
     assert np.isnan(np.asarray(empty)).all()
+
+
+@pytest.mark.parametrize("stored", [3, 5, 12])  # not full; just full; wrapped twice and more
+def test_chronological_samples_undo_the_ring(stored):
+    """Stages written one after another into a ring of 5 (2 members, 2 cells x 2 actions) come
+    back oldest first, member by member, the empty columns left out."""
+    from lktd_ppl.metrics import chronological_samples
+
+    capacity, members, cells, actions = 5, 2, 2, 2
+    ring = np.zeros((cells * actions, capacity * members))
+    valid = np.zeros(capacity * members, bool)
+    for t in range(stored):  # stage t's value: 10 t + member, in every cell and action
+        slot = t % capacity
+        for j in range(members):
+            ring[:, slot * members + j] = 10 * t + j
+            valid[slot * members + j] = True
+    got = chronological_samples(ring, valid, stored % capacity, members, (cells, actions))
+    kept = range(max(0, stored - capacity), stored)
+    want = np.array([[10 * t + j for j in range(members)] for t in kept], float)
+    assert got.shape == (cells, actions, len(kept), members)
+    np.testing.assert_array_equal(got[1, 0], want)

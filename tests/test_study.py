@@ -7,9 +7,17 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("escape_study", ROOT / "experiments/escape_study.py")
-study = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(study)
+
+
+def _experiment(name: str):
+    """The module of ``experiments/<name>.py``."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"experiments/{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+study = _experiment("escape_study")
 
 
 def synthetic(mse_per_run: list[float]) -> dict:
@@ -85,12 +93,7 @@ def test_a_batch_projected_past_the_deadline_stops_and_writes_nothing(tmp_path):
 
 
 def _decompose_module():
-    spec = importlib.util.spec_from_file_location(
-        "decompose_spread", ROOT / "experiments/decompose_spread.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return _experiment("decompose_spread")
 
 
 def _table_rows(lines: list[str]) -> dict[int, list[str]]:
@@ -167,3 +170,52 @@ def test_error_grids_put_cell_x_y_at_x_y(tmp_path):
     assert np.isnan(grids[2, 0, 1])
     assert np.nansum(np.abs(grids)) == pytest.approx(0.7)
     assert (tmp_path / "e.png").stat().st_size > 10_000
+
+
+def test_frozen_buffer_mode_and_posterior_recover_known_q_values():
+    """A buffer of one-step episodes: E pays -1 and N pays -2 in every cell (no bootstrap), so
+    Q(s, E) = -1 and Q(s, N) = -2; the modes and the chains continued from them find both."""
+    import jax
+
+    from lktd_ppl.agents.harness import EscapeConfig
+    from lktd_ppl.agents.lktd import LKTDAgentConfig
+    from lktd_ppl.envs.escape import cell_observations
+
+    fb = _experiment("frozen_buffer")
+    obs = cell_observations()  # (100, 2)
+    reps = 10
+    cells = np.tile(np.arange(100), 2 * reps)
+    actions = np.repeat([0, 1], 100 * reps)
+    size = cells.size
+    buffer = {
+        "obs": obs[cells].astype(np.float32),
+        "action": actions.astype(np.int32),
+        "reward": np.where(actions == 0, -1.0, -2.0).astype(np.float32),
+        "next_obs": obs[cells].astype(np.float32),
+        "next_action": np.zeros(size, np.int32),
+        "terminated": np.ones(size, np.float32),
+        "next_mask": np.ones((size, 4), np.int8),
+    }
+    truth = np.zeros((100, 4))
+    truth[:, 0], truth[:, 1] = -1.0, -2.0
+    mask = np.zeros((100, 4), bool)
+    mask[:, :2] = True
+    cfg = LKTDAgentConfig(
+        pseudo_population=size, step_size=2.2e-5, num_chains=2, escape=EscapeConfig()
+    )
+    final = {
+        "config": cfg,
+        "buffer": buffer,
+        "positions": 0.1 * np.asarray(jax.random.normal(jax.random.key(0), (2, 1284))),
+        "truth": truth,
+        "mask": mask,
+    }
+    thetas, modes = fb.posterior_modes(final, iters=1500, lr=1e-2, stage0=20_000)
+    assert modes.shape == (2, 100, 4)
+    assert fb.per_action_mse(modes.mean(0), truth, mask)[:2].max() < 1e-3
+    frozen = fb.frozen_posterior(
+        {**final, "positions": thetas}, jax.random.key(1), warmup=0, keep=50, stage0=20_000
+    )
+    assert frozen.shape == (100, 4, 50, 2)  # (cells, actions, kept stages, chains)
+    mse = fb.per_action_mse(frozen.mean((2, 3)), truth, mask)
+    assert mse[:2].max() < 1e-3, mse

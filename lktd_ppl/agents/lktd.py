@@ -16,9 +16,9 @@ import jax.numpy as jnp
 
 from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
 from lktd_ppl.api import KERNELS, load_model, model_file
-from lktd_ppl.filter import SamplerConfig, lktd_only_options_error
+from lktd_ppl.filter import Kernel, SamplerConfig, lktd_only_options_error
 from lktd_ppl.replay import example_transition
-from lktd_ppl.ssm import STAGE_KEY, ModelError, from_numpyro
+from lktd_ppl.ssm import STAGE_KEY, ModelError, StateSpaceModel, from_numpyro
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,11 @@ def _rows(example: dict, k: int) -> dict:
     return {key: jnp.broadcast_to(v, (k, *v.shape)) for key, v in example.items()}
 
 
-def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4) -> Learner:
+def lktd_kernel(
+    config: LKTDAgentConfig, batch_size: int, num_actions: int = 4
+) -> tuple[StateSpaceModel, Kernel, SamplerConfig]:
+    """(state-space model, kernel, sampler settings) of the agent's model and method, for batches
+    of ``batch_size`` transitions: what every chain of the agent steps with."""
     if config.method not in KERNELS:
         raise ModelError(f"unknown method {config.method!r}; choose one of {', '.join(KERNELS)}")
     model = load_model(config.model_spec())
@@ -86,7 +90,12 @@ def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4)
     error = lktd_only_options_error(config.method, config.temperature, config.precondition_max)
     if error:
         raise ValueError(f"LKTDAgentConfig.{error}")
-    kernel = KERNELS[config.method](ssm, sampler)
+    return ssm, KERNELS[config.method](ssm, sampler), sampler
+
+
+def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4) -> Learner:
+    ssm, kernel, sampler = lktd_kernel(config, batch_size, num_actions)
+    example = example_transition(2, num_actions)
     m = config.num_chains
     if config.chain_batching not in ("auto", "map", "vmap"):
         raise ValueError(
