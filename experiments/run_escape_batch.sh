@@ -79,3 +79,14 @@ $py experiments/decompose_spread.py explore_N10000_m4 --seed 7 --set '{}'       
 $py experiments/decompose_spread.py --from-npz SAVED.npz --plot experiments/results/escape/error_map_m10_anneal1.5_seed7.png
 $py experiments/escape_study.py --configs explore_N10000_m10_precond100 --seeds 4 --workers 2   # 843 s
 $py experiments/bench_escape_run.py --precond-only --chain-steps 1000000
+# seventh session (2026-11-28): ten chains annealed ^-1 on a lent H200 (4 GPU processes; the CPU
+# rows beside them were stopped by the deadline, nothing kept), the frozen-buffer posteriors, twice
+# the sample window
+# (the exact call, with its three CPU rows, is in experiments/results/bench_escape_run.md)
+SECS=480 GPU_CONFIG=explore_N10000_m10_anneal1 GPU_SEEDS=40 GPU_PROCS=4 \
+    bash experiments/gpu_study.sh                                               # on the GPU machine
+$py experiments/frozen_buffer.py --seeds 0 1 2 3 4 5 6 7                       # two processes
+$py experiments/frozen_buffer.py --seeds 0 --set '{"escape": {"buffer_size": 30000}}'   # and 1
+$py experiments/frozen_buffer.py --seeds 0 --run-only --windows 1000 3000 6000 \
+    --set '{"escape": {"sample_size": 10000, "evals_per_window": 1}}'            # and 1
+$py experiments/escape_study.py --configs explore_N10000_m10_window6000 --seeds 8 --workers 2
