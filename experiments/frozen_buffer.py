@@ -36,8 +36,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-ACTIONS = "ENWS"
-
 
 def run_final(
     name: str,
@@ -93,16 +91,11 @@ def per_action_mse(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray) ->
 
 
 def _grid_fn(ssm, num_actions: int):
+    """theta -> its (cells, A) Q-grid."""
+    from lktd_ppl.agents.lktd import q_batch
     from lktd_ppl.envs.escape import cell_observations
-    from lktd_ppl.replay import example_transition
-    from lktd_ppl.ssm import STAGE_KEY
 
-    obs = jnp.asarray(cell_observations())
-    rows = {
-        k: jnp.broadcast_to(v, (obs.shape[0], *v.shape))
-        for k, v in example_transition(2, num_actions).items()
-    }
-    batch = {**rows, "obs": obs, "next_obs": obs, STAGE_KEY: jnp.int32(0)}
+    batch = q_batch(jnp.asarray(cell_observations()), num_actions)
     return lambda theta: ssm.deterministic(theta, batch, "q")
 
 

@@ -60,6 +60,13 @@ def _rows(example: dict, k: int) -> dict:
     return {key: jnp.broadcast_to(v, (k, *v.shape)) for key, v in example.items()}
 
 
+def q_batch(obs: jax.Array, num_actions: int = 4) -> dict:
+    """A batch whose deterministic site ``q`` holds Q(obs, .): ``obs`` (k, d) as both the states and
+    the next states, every other field zero."""
+    b = _rows(example_transition(obs.shape[-1], num_actions), obs.shape[0])
+    return {**b, "obs": obs, "next_obs": obs, STAGE_KEY: jnp.int32(0)}
+
+
 def lktd_kernel(
     config: LKTDAgentConfig, batch_size: int, num_actions: int = 4
 ) -> tuple[StateSpaceModel, Kernel, SamplerConfig]:
@@ -95,7 +102,6 @@ def lktd_kernel(
 
 def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4) -> Learner:
     ssm, kernel, sampler = lktd_kernel(config, batch_size, num_actions)
-    example = example_transition(2, num_actions)
     m = config.num_chains
     if config.chain_batching not in ("auto", "map", "vmap"):
         raise ValueError(
@@ -106,10 +112,6 @@ def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4)
     if batching == "auto":
         batching = "map" if jax.default_backend() == "cpu" else "vmap"
 
-    def q_batch(obs):
-        b = _rows(example, obs.shape[0])
-        return {**b, "obs": obs, "next_obs": obs, STAGE_KEY: jnp.int32(0)}
-
     def init(key):
         shape = (1 if config.shared_init else m, ssm.p)
         positions = jnp.broadcast_to(config.init_sd * jax.random.normal(key, shape), (m, ssm.p))
@@ -117,10 +119,10 @@ def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4)
 
     def q_values(state, member, obs):
         theta = state.position[member]
-        return ssm.deterministic(theta, q_batch(obs), "q")
+        return ssm.deterministic(theta, q_batch(obs, num_actions), "q")
 
     def q_grid(state, obs):
-        b = q_batch(obs)
+        b = q_batch(obs, num_actions)
         return jax.vmap(lambda th: ssm.deterministic(th, b, "q"))(state.position)
 
     def stage_kernel(batch):
