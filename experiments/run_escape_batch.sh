@@ -90,3 +90,4 @@ $py experiments/frozen_buffer.py --seeds 0 --set '{"escape": {"buffer_size": 300
 $py experiments/frozen_buffer.py --seeds 0 --run-only --windows 1000 3000 6000 \
     --set '{"escape": {"sample_size": 10000, "evals_per_window": 1}}'            # and 1
 $py experiments/escape_study.py --configs explore_N10000_m10_window6000 --seeds 8 --workers 2
+$py experiments/escape_study.py --configs explore_N10000_m10_window6000 --seeds 16 --workers 2   # 1514 s
