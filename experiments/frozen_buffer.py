@@ -15,16 +15,22 @@ It prints, per action over the legal cells, the MSE against the truth of the run
 (the study's figure for that run), of the frozen-buffer posterior mean, of the modes' mean and of
 one mode, and how many of the buffer's transitions take each action.  If the frozen posterior mean
 errs as much as the run's, the run's error is the posterior's: what the buffer's data and the model
-allow, which no sampler setting at these settings removes.
+allow, which no sampler setting at these settings removes.  It also scores the intervals of both
+sample sets (equal-tailed coverage at the study's levels, 95% width): with ``--frozen-set`` the
+frozen phase takes its own step size (``--frozen-phases`` lowers it by degrees first), which shows
+how far the sampler's law at a step is from the posterior's.
 
     .venv/bin/python experiments/frozen_buffer.py --seeds 7
     .venv/bin/python experiments/frozen_buffer.py --seeds 0 1 2 3 --out RESULTS.md
     .venv/bin/python experiments/frozen_buffer.py --seeds 0 --set '{"escape": {"buffer_size": 30000}}'
+    .venv/bin/python experiments/frozen_buffer.py --seeds 0 --warmup 120000 \
+        --frozen-phases 2.2e-6:40000,7e-7:40000 --frozen-set '{"step_size": 2.2e-7}'
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -76,6 +82,7 @@ def run_final(
         "truth": truth,
         "mask": mask,
         "run_mse": per_action_mse(pooled, truth, mask),
+        "run_samples": vals.reshape(*vals.shape[:2], -1),  # (cells, A, stages x chains)
         "window_mse": window_mse,
         "stages": steps // cfg.escape.train_every,
         "wall": res["wall_time"],
@@ -84,9 +91,16 @@ def run_final(
 
 def per_action_mse(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(A,) mean over legal cells of (estimate - truth)^2."""
-    err2 = (np.asarray(estimate, np.float64) - truth) ** 2
+    return per_action_mean((np.asarray(estimate, np.float64) - truth) ** 2, mask)
+
+
+def per_action_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(A,) mean over the legal cells of a (cells, A) array (NaN where none is legal)."""
     return np.array(
-        [err2[mask[:, a], a].mean() if mask[:, a].any() else np.nan for a in range(truth.shape[1])]
+        [
+            values[mask[:, a], a].mean() if mask[:, a].any() else np.nan
+            for a in range(values.shape[1])
+        ]
     )
 
 
@@ -100,9 +114,18 @@ def _grid_fn(ssm, num_actions: int):
 
 
 def frozen_posterior(
-    final: dict, key: jax.Array, warmup: int, keep: int, stage0: int
+    final: dict,
+    key: jax.Array,
+    warmup: int,
+    keep: int,
+    stage0: int,
+    phases: tuple[tuple[float, int], ...] = (),
 ) -> np.ndarray:
-    """(cells, A, keep, m) Q-grids of the chains continued on the fixed buffer."""
+    """(cells, A, keep, m) Q-grids of the chains continued on the fixed buffer.
+
+    ``phases``: (eps0, stages) pairs run first, in order, each with its own step size (a step
+    lowered by degrees, so that the chains contract towards the narrower law of a small step),
+    before the ``warmup`` and ``keep`` stages at the configuration's own step."""
     from lktd_ppl.agents.lktd import lktd_kernel
     from lktd_ppl.rng import uniform
     from lktd_ppl.ssm import STAGE_KEY
@@ -110,29 +133,41 @@ def frozen_posterior(
     cfg = final["config"]
     n = cfg.escape.batch_size
     ssm, kernel, _ = lktd_kernel(cfg, n)
+    phase_kernels = [
+        (lktd_kernel(dataclasses.replace(cfg, step_size=eps), n)[1], stages)
+        for eps, stages in phases
+    ]
     grid = _grid_fn(ssm, final["truth"].shape[1])
     data = jax.tree.map(jnp.asarray, final["buffer"])
     size = next(iter(final["buffer"].values())).shape[0]
 
-    def stage(s, xs):
+    def stage(kern, s, xs):
         t, k = xs
         k_batch, k_step = jax.random.split(k)
         idx = jnp.minimum((uniform(k_batch, (n,)) * size).astype(jnp.int32), size - 1)
         batch = {**jax.tree.map(lambda a: a[idx], data), STAGE_KEY: t}
-        return kernel.step(k_step, s, batch)[0]
+        return kern.step(k_step, s, batch)[0]
+
+    def run(kern, s, t0, stages, k):
+        ts = t0 + jnp.arange(stages, dtype=jnp.int32)
+        s, _ = jax.lax.scan(
+            lambda s, xs: (stage(kern, s, xs), None), s, (ts, jax.random.split(k, stages))
+        )
+        return s
 
     def chain(args):
         k, position = args
         k_warm, k_keep = jax.random.split(k)
-        ts = stage0 + jnp.arange(warmup + keep, dtype=jnp.int32)
-        s = kernel.init(position)
-        s, _ = jax.lax.scan(
-            lambda s, xs: (stage(s, xs), None), s, (ts[:warmup], jax.random.split(k_warm, warmup))
-        )
+        s, t0 = kernel.init(position), stage0
+        for i, (kern, stages) in enumerate(phase_kernels):
+            s = run(kern, s, t0, stages, jax.random.fold_in(k, i + 1))
+            t0 += stages
+        s = run(kernel, s, t0, warmup, k_warm)
+        ts = t0 + warmup + jnp.arange(keep, dtype=jnp.int32)
         _, grids = jax.lax.scan(
-            lambda s, xs: (lambda s2: (s2, grid(s2.position)))(stage(s, xs)),
+            lambda s, xs: (lambda s2: (s2, grid(s2.position)))(stage(kernel, s, xs)),
             s,
-            (ts[warmup:], jax.random.split(k_keep, keep)),
+            (ts, jax.random.split(k_keep, keep)),
         )
         return grids  # (keep, cells, A)
 
@@ -179,6 +214,34 @@ def posterior_modes(
     return np.asarray(thetas), np.asarray(grids)
 
 
+def interval_scores(
+    samples: np.ndarray, truth: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-tailed coverage (levels, A) at the study's levels and the mean 95% width (A,) of
+    (cells, A, S) samples, per action over the legal cells."""
+    from decompose_spread import equal_tailed_cover
+
+    lo, hi = np.quantile(samples, [0.025, 0.975], axis=-1)
+    return equal_tailed_cover(samples, truth, mask), per_action_mean(hi - lo, mask)
+
+
+def calibration_lines(final: dict, frozen: np.ndarray | None) -> list[str]:
+    """A Markdown table of ``interval_scores`` for the run's pooled samples and for the
+    frozen-buffer posterior's."""
+    from lktd_ppl.metrics import LEVELS
+
+    sets = {"the run's pooled samples": final["run_samples"]}
+    if frozen is not None:
+        sets["frozen buffer: posterior samples"] = frozen.reshape(*frozen.shape[:2], -1)
+    head = " | ".join(f"{lv:.0%} E/N/W/S" for lv in LEVELS)
+    lines = ["", f"| equal-tailed coverage | {head} | 95% width E/N/W/S |", "|---" * 6 + "|"]
+    for label, samples in sets.items():
+        cover, width = interval_scores(samples, final["truth"], final["mask"])
+        cells = " | ".join("/".join(f"{c:.2f}" for c in row) for row in cover)
+        lines.append(f"| {label} | {cells} | " + "/".join(f"{w:.3f}" for w in width) + " |")
+    return lines
+
+
 def report(
     seed: int, final: dict, frozen: np.ndarray | None, modes: np.ndarray | None
 ) -> list[str]:
@@ -207,7 +270,7 @@ def report(
         lines.append(
             f"| {label} | " + " | ".join(f"{x:.1e}" for x in mse) + f" | {mse.mean():.1e} |"
         )
-    return lines
+    return lines + calibration_lines(final, frozen)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[7])
     ap.add_argument("--warmup", type=int, default=20_000, help="frozen stages before keeping")
     ap.add_argument("--keep", type=int, default=3_000, help="frozen stages kept (per chain)")
-    ap.add_argument("--mode-iters", type=int, default=5_000)
+    ap.add_argument("--mode-iters", type=int, default=5_000, help="0: no modes")
     ap.add_argument("--mode-lr", type=float, default=1e-3)
     ap.add_argument(
         "--set",
@@ -232,6 +295,18 @@ def main(argv: list[str] | None = None) -> int:
         help="also the run's pooled mean over its last W stages, for each W (<= sample_size)",
     )
     ap.add_argument(
+        "--frozen-set",
+        default="{}",
+        help="JSON fields of the chains' configuration for the frozen phase only, e.g. "
+        "'{\"step_size\": 2.2e-6}' (a smaller step: closer to the posterior itself)",
+    )
+    ap.add_argument(
+        "--frozen-phases",
+        default="",
+        help="step-size phases before the warmup, EPS:STAGES,EPS:STAGES,... (e.g. "
+        "'2.2e-6:40000,7e-7:40000' with --frozen-set '{\"step_size\": 2.2e-7}')",
+    )
+    ap.add_argument(
         "--run-only", action="store_true", help="the run's own figures only (no frozen buffer)"
     )
     ap.add_argument("--out", type=Path, help="append the tables to this Markdown file")
@@ -245,8 +320,16 @@ def main(argv: list[str] | None = None) -> int:
         frozen = modes = None
         if not args.run_only:
             key = jax.random.key(10_000 + seed)
-            frozen = frozen_posterior(final, key, args.warmup, args.keep, stage0)
-            _, modes = posterior_modes(final, args.mode_iters, args.mode_lr, stage0)
+            frozen_cfg = dataclasses.replace(final["config"], **json.loads(args.frozen_set))
+            phases = tuple(
+                (float(eps), int(stages))
+                for eps, stages in (p.split(":") for p in args.frozen_phases.split(",") if p)
+            )
+            frozen = frozen_posterior(
+                {**final, "config": frozen_cfg}, key, args.warmup, args.keep, stage0, phases
+            )
+            if args.mode_iters > 0:
+                _, modes = posterior_modes(final, args.mode_iters, args.mode_lr, stage0)
         lines = report(seed, final, frozen, modes)
         lines.append(f"\n({time.time() - t0:.0f} s in all)\n")
         print("\n".join(lines), flush=True)

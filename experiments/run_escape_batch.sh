@@ -91,3 +91,12 @@ $py experiments/frozen_buffer.py --seeds 0 --run-only --windows 1000 3000 6000 \
     --set '{"escape": {"sample_size": 10000, "evals_per_window": 1}}'            # and 1
 $py experiments/escape_study.py --configs explore_N10000_m10_window6000 --seeds 8 --workers 2
 $py experiments/escape_study.py --configs explore_N10000_m10_window6000 --seeds 16 --workers 2   # 1514 s
+# eighth session (2026-11-28): ten chains with a plain Gaussian prior; the frozen-buffer posteriors'
+# calibration, at the run's step and at a tenth of it
+$py experiments/escape_study.py --configs explore_N10000_m10_gauss --seeds 8 --workers 2
+$py experiments/frozen_buffer.py --seeds 0 1 2 3                              # and 4 5 6 7 beside it
+$py experiments/frozen_buffer.py --seeds 0 --warmup 40000 --frozen-set '{"step_size": 2.2e-6}'   # and 1
+$py experiments/frozen_buffer.py --seeds 0 --set '{"pseudo_population": 30000, "escape": {"buffer_size": 30000}}' \
+    --warmup 120000 --frozen-phases 2.2e-6:40000,7e-7:40000 --frozen-set '{"step_size": 2.2e-7}'   # and 1; and 50000 with --mode-iters 0
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_anneal1.5,explore_N50000_buffer50000_m10 --seeds 2 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10 --seeds 4 --workers 2

@@ -219,3 +219,35 @@ def test_frozen_buffer_mode_and_posterior_recover_known_q_values():
     assert frozen.shape == (100, 4, 50, 2)  # (cells, actions, kept stages, chains)
     mse = fb.per_action_mse(frozen.mean((2, 3)), truth, mask)
     assert mse[:2].max() < 1e-3, mse
+    # a step lowered by degrees first (phases) ends where the chains sample the same values
+    phased = fb.frozen_posterior(
+        {**final, "positions": thetas},
+        jax.random.key(1),
+        warmup=0,
+        keep=50,
+        stage0=20_000,
+        phases=((1e-5, 20), (5e-6, 20)),
+    )
+    assert phased.shape == frozen.shape
+    assert fb.per_action_mse(phased.mean((2, 3)), truth, mask)[:2].max() < 1e-3
+    assert not np.allclose(phased, frozen)  # the phases did move the chains
+
+
+def test_frozen_buffer_interval_scores_match_known_coverage():
+    """Every cell's samples are the same uniform grid on [-1, 1] and the truths sit at evenly
+    spaced points of it, so the equal-tailed L interval holds a fraction L of the truths; the 95%
+    interval is 1.9 wide; an illegal cell's truth (outside every interval) is not counted."""
+    from lktd_ppl.metrics import LEVELS
+
+    fb = _experiment("frozen_buffer")
+    cells = 100
+    samples = np.broadcast_to(np.linspace(-1.0, 1.0, 20_001), (cells + 1, 4, 20_001))
+    truth = np.zeros((cells + 1, 4))
+    truth[:cells] = (-1.0 + 2.0 * (np.arange(cells) + 0.5) / cells)[:, None]
+    truth[cells] = 5.0
+    mask = np.ones((cells + 1, 4), bool)
+    mask[cells] = False
+    cover, width = fb.interval_scores(samples, truth, mask)
+    assert cover.shape == (len(LEVELS), 4)
+    np.testing.assert_allclose(cover, np.repeat(np.array(LEVELS)[:, None], 4, 1), atol=1e-9)
+    np.testing.assert_allclose(width, 1.9, rtol=1e-6)
