@@ -100,3 +100,4 @@ $py experiments/frozen_buffer.py --seeds 0 --set '{"pseudo_population": 30000, "
     --warmup 120000 --frozen-phases 2.2e-6:40000,7e-7:40000 --frozen-set '{"step_size": 2.2e-7}'   # and 1; and 50000 with --mode-iters 0
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_anneal1.5,explore_N50000_buffer50000_m10 --seeds 2 --workers 2
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10 --seeds 4 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10 --seeds 8 --workers 2
