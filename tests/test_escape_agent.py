@@ -147,6 +147,35 @@ def test_annealed_step_size_is_the_constant_one_at_that_stage():
     assert np.abs(outs[0] - outs[2]).max() > 1e-4  # the constant eps0 moves differently
 
 
+def test_step_size_drops_are_piecewise_and_move_the_chain_as_that_constant_step():
+    """step_size_drops: the factor of the last stage reached (times any annealing), and a stage
+    under a drop moves the chain exactly as the constant step it gives."""
+    from lktd_ppl.agents.lktd import stage_step_size
+
+    drops = LKTDAgentConfig(step_size=2e-5, step_size_drops=[[100, 0.1], [200, 0.01]])
+    assert drops.step_size_drops == ((100, 0.1), (200, 0.01))  # JSON's lists become tuples
+    got = [float(stage_step_size(drops, jnp.int32(t))) for t in (0, 99, 100, 199, 200, 10**5)]
+    np.testing.assert_allclose(got, [2e-5, 2e-5, 2e-6, 2e-6, 2e-7, 2e-7], rtol=1e-6)
+    both = LKTDAgentConfig(
+        step_size=2e-5,
+        step_size_decay=1.0,
+        step_size_decay_stages=100.0,
+        step_size_drops=((200, 0.5),),
+    )
+    np.testing.assert_allclose(float(stage_step_size(both, jnp.int32(300))), 2e-5 / 8, rtol=1e-6)
+    batch = _random_batch(seed=7, stage=300)
+    outs = []
+    for cfg in (drops, LKTDAgentConfig(step_size=2e-7)):
+        learner = lktd_learner(cfg, 100)
+        state = learner.init(jax.random.key(1))
+        outs.append(np.asarray(learner.update(jax.random.key(2), state, batch).position))
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="step_size_drops: stages must be"):
+        LKTDAgentConfig(step_size_drops=((200, 0.1), (100, 0.01)))
+    with pytest.raises(ValueError, match="step_size_drops: factors must be positive"):
+        LKTDAgentConfig(step_size_drops=((200, 0.0),))
+
+
 def test_chains_side_by_side_equal_chains_one_after_another():
     """chain_batching: vmapped chains (an accelerator's way) move exactly as mapped ones (CPU's)."""
     batch = _random_batch(seed=5, stage=3)

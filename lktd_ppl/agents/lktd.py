@@ -46,11 +46,29 @@ class LKTDAgentConfig:
     # (0: constant, the paper's).  The inner schedule eps0 k^-0.9 still restarts every stage.
     step_size_decay: float = 0.0
     step_size_decay_stages: float = 10_000.0
+    # beyond the paper: eps0 times a piecewise-constant factor, ((stage, factor), ...) with stages
+    # increasing: from each stage on, that factor (before the first, 1).  E.g. ((85_000, 0.1),
+    # (90_000, 0.01)) lowers the step for the last stages only, while the sample window fills
+    step_size_drops: tuple[tuple[int, float], ...] = ()
     # how the chains of a stage run: "map" (one after the other), "vmap" (side by side) or "auto"
     # (map on CPU, where a vmapped stage cost more per chain; vmap on an accelerator, whose cost per
     # step is launch latency).  Same keys and arithmetic either way.
     chain_batching: str = "auto"
     escape: EscapeConfig = field(default_factory=EscapeConfig)
+
+    def __post_init__(self) -> None:
+        drops = tuple((int(st), float(f)) for st, f in self.step_size_drops)  # JSON gives lists
+        object.__setattr__(self, "step_size_drops", drops)
+        stages = [st for st, _ in drops]
+        if any(st < 0 for st in stages) or stages != sorted(set(stages)):
+            raise ValueError(
+                "LKTDAgentConfig.step_size_drops: stages must be non-negative and increasing, "
+                f"got {stages}"
+            )
+        if any(not f > 0.0 for _, f in drops):
+            raise ValueError(
+                f"LKTDAgentConfig.step_size_drops: factors must be positive, got {drops}"
+            )
 
     def model_spec(self) -> str:
         return self.model or f"{model_file('mlp_q.py')}:sarsa_spike_slab"
@@ -65,6 +83,18 @@ def q_batch(obs: jax.Array, num_actions: int = 4) -> dict:
     the next states, every other field zero."""
     b = _rows(example_transition(obs.shape[-1], num_actions), obs.shape[0])
     return {**b, "obs": obs, "next_obs": obs, STAGE_KEY: jnp.int32(0)}
+
+
+def stage_step_size(config: LKTDAgentConfig, stage: jax.Array) -> jax.Array:
+    """eps0 of training stage ``stage`` (0 at the first): ``step_size``, annealed by
+    ``(1 + t / step_size_decay_stages)^-step_size_decay``, times the ``step_size_drops`` factor
+    in force at that stage."""
+    t = jnp.maximum(stage, 0).astype(jnp.float32)
+    eps0 = config.step_size * (1.0 + t / config.step_size_decay_stages) ** (-config.step_size_decay)
+    factor = jnp.float32(1.0)
+    for start, f in config.step_size_drops:
+        factor = jnp.where(t >= start, jnp.float32(f), factor)
+    return eps0 * factor
 
 
 def lktd_kernel(
@@ -126,12 +156,9 @@ def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4)
         return jax.vmap(lambda th: ssm.deterministic(th, b, "q"))(state.position)
 
     def stage_kernel(batch):
-        if config.step_size_decay == 0.0:
+        if config.step_size_decay == 0.0 and not config.step_size_drops:
             return kernel
-        t = jnp.maximum(batch[STAGE_KEY], 0).astype(jnp.float32)
-        eps0 = config.step_size * (1.0 + t / config.step_size_decay_stages) ** (
-            -config.step_size_decay
-        )
+        eps0 = stage_step_size(config, batch[STAGE_KEY])
         return KERNELS[config.method](ssm, sampler.replace(step_size=eps0))
 
     def update(key, state, batch):
