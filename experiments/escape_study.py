@@ -196,6 +196,46 @@ def configs() -> dict[str, tuple[dict, int]]:
         4,
     )
     c["explore_N50000_buffer50000_m10"] = (big, 4)
+    # ninth session: the larger buffers' ten chains with eps0 lowered by degrees near the end only
+    # (learning at the full step until stage 70 000 of 99 900; the study's last 5 windows keep
+    # stages 92 900-99 900): frozen_buffer.py's posterior of a fixed 30 000-transition buffer at
+    # a hundredth of the step was the nearest to calibrated, a 50 000 one at that step too narrow
+    late = ((70_000, 0.1), (80_000, 1 / 30))
+    for n, drops in (
+        (30_000, (*late, (88_000, 0.01))),
+        (50_000, late),
+        (50_000, (*late, (88_000, 0.02))),
+        (50_000, (*late, (88_000, 0.01))),
+    ):
+        c[f"explore_N{n}_buffer{n}_m10_drop{round(1 / drops[-1][1])}"] = (
+            {
+                **big,
+                "pseudo_population": n,
+                "escape": dict(buffer_size=n),
+                "step_size_drops": drops,
+            },
+            4,
+        )
+    # after the drop the chains barely move (decompose_spread.py: sd within a chain 0.006, between
+    # chain means 0.008-0.048), so the intervals are quantiles of m near-points: twenty of them
+    c["explore_N50000_buffer50000_m20_drop100"] = (
+        {**big, "num_chains": 20, "step_size_drops": (*late, (88_000, 0.01))},
+        4,
+    )
+    # the chains' W/S disagreement does not contract at the small step: the diagonal
+    # preconditioner moves the parameters the data barely touch up to 100x faster
+    c["explore_N50000_buffer50000_m10_drop100_precond100"] = (
+        {**big, "step_size_drops": (*late, (88_000, 0.01)), "precondition_max": 100.0},
+        4,
+    )
+    # the same, lowered 20 000 stages earlier: longer at the small step for the chains to relax
+    c["explore_N50000_buffer50000_m10_drop100_early"] = (
+        {
+            **big,
+            "step_size_drops": ((50_000, 0.1), (60_000, 1 / 30), (70_000, 0.01)),
+        },
+        4,
+    )
     # the official Bootstrapped DQN draws a fresh mask per minibatch (not one per transition)
     c["bootdqn_official_masks"] = (dict(algo="bootdqn", mask_per_update=True), 20)
     return c

@@ -101,3 +101,12 @@ $py experiments/frozen_buffer.py --seeds 0 --set '{"pseudo_population": 30000, "
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_anneal1.5,explore_N50000_buffer50000_m10 --seeds 2 --workers 2
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10 --seeds 4 --workers 2
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10 --seeds 8 --workers 2
+# ninth session: eps0 lowered by degrees near the end only (step_size_drops)
+$py experiments/escape_study.py --configs explore_N30000_buffer30000_m10_drop100,explore_N50000_buffer50000_m10_drop30 --seeds 2 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop50,explore_N50000_buffer50000_m10_drop100 --seeds 2 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_early --seeds 2 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100 --seeds 6 --workers 2
+$py experiments/decompose_spread.py explore_N50000_buffer50000_m10_drop100 --seed 0 --subsets   # and --seed 1 beside it
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m20_drop100 --seeds 2 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100 --seeds 8 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_precond100 --seeds 2 --workers 2

@@ -40,6 +40,7 @@ several chains) ``rhat_over_time`` plots.
 
 from __future__ import annotations
 
+import ast
 import csv
 import dataclasses
 import difflib
@@ -138,7 +139,15 @@ def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is tuple:
-        return f"comma-separated {_type_name(typing.get_args(tp)[0])}s"
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis and typing.get_origin(args[0]) is tuple:
+            inner = typing.get_args(args[0])
+            kind = "pairs" if len(inner) == 2 else "tuples"
+            names = ", ".join(_type_name(a) for a in inner)
+            return f"{kind} ({names}), e.g. ((1, 0.5), (2, 0.1))"
+        if args and args[-1] is not Ellipsis and len(args) > 1:
+            return f"({', '.join(_type_name(a) for a in args)})"
+        return f"comma-separated {_type_name(args[0])}s"
     return {bool: "true/false", int: "an integer", float: "a number", str: "text"}.get(
         tp, "none" if tp is type(None) else getattr(tp, "__name__", str(tp))
     )
@@ -162,13 +171,25 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         raise bad
     if origin is tuple:
+        nested = any(typing.get_origin(a) is tuple for a in args)
+        if isinstance(value, str) and nested:  # e.g. "((70000, 0.1), (88000, 0.01))"
+            try:
+                value = ast.literal_eval(value.strip())
+            except (ValueError, SyntaxError):
+                raise bad from None
+            if isinstance(value, tuple | list) and value and not isinstance(value[0], tuple | list):
+                value = (value,)  # one pair given without the outer brackets
         if isinstance(value, str):
             items = [s for s in value.strip().strip("()[]").replace(" ", "").split(",") if s]
         elif isinstance(value, list | tuple):
             items = list(value)
         else:
             raise bad
-        return tuple(coerce(v, args[0], key) for v in items)
+        if (len(args) == 2 and args[1] is Ellipsis) or len(args) == 1:  # tuple[X, ...]
+            return tuple(coerce(v, args[0], key) for v in items)
+        if len(items) != len(args):  # fixed length, e.g. tuple[int, float]
+            raise bad
+        return tuple(coerce(v, a, key) for v, a in zip(items, args, strict=True))
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -468,6 +468,8 @@ def test_bad_command_lines(tmp_path, args, expected):
         (["train", "--algo", "dqn", *TINY[2:], "--steps", "500"], "exceed escape.train_start"),
         (["train", "--algo", "dqn", "--set", "escape.window=ten"], "expected an integer"),
         (["train", "--algo", "dqn", "--set", "double_q=maybe"], "expected true/false"),
+        (["train", "--algo", "lktd", "--set", "step_size_drops=(5,0.1,2)"], "step_size_drops:"),
+        (["train", "--algo", "lktd", "--set", "step_size_drops=x"], "expected pairs (an integer"),
         (["train", "--algo", "dqn", "--set", "window=5000"], "did you mean 'escape.window'"),
         (["train", "--algo", "dqn", "--set", "gamma=0.5"], "differs from escape.gamma"),
         (["train", "--algo", "lktd", "--set", "method=sgld"], "chosen by --algo"),
@@ -500,6 +502,20 @@ def test_more_bad_command_lines(tmp_path, capsys, args, expected):
         code = e.code
     captured = capsys.readouterr()
     assert_one_line_error(code, captured.err, expected)
+
+
+def test_step_size_drops_from_the_command_line_and_back_from_config_json():
+    """A tuple of (stage, factor) pairs: text on the command line, lists in config.json."""
+    import json
+
+    from lktd_ppl.runs import build_spec
+
+    spec = build_spec(algo="lktd", sets=["step_size_drops=((70000, 0.1), (88000, 0.01))"])
+    assert spec.agent.step_size_drops == ((70000, 0.1), (88000, 0.01))
+    one = build_spec(algo="lktd", sets=["step_size_drops=(88000,0.01)"])
+    assert one.agent.step_size_drops == ((88000, 0.01),)
+    again = build_spec(config=json.loads(json.dumps(spec.to_dict())))
+    assert again.agent == spec.agent
 
 
 def test_unknown_key_lists_the_valid_ones():
