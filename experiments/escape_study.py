@@ -228,6 +228,16 @@ def configs() -> dict[str, tuple[dict, int]]:
         {**big, "step_size_drops": (*late, (88_000, 0.01)), "precondition_max": 100.0},
         4,
     )
+    # twice the data again (buffer and N 100 000): does more W/S data narrow the disagreement?
+    c["explore_N100000_buffer100000_m10_drop100"] = (
+        {
+            **big,
+            "pseudo_population": 100_000,
+            "escape": dict(buffer_size=100_000),
+            "step_size_drops": (*late, (88_000, 0.01)),
+        },
+        4,
+    )
     # the same, lowered 20 000 stages earlier: longer at the small step for the chains to relax
     c["explore_N50000_buffer50000_m10_drop100_early"] = (
         {
