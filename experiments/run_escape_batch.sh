@@ -110,3 +110,4 @@ $py experiments/decompose_spread.py explore_N50000_buffer50000_m10_drop100 --see
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m20_drop100 --seeds 2 --workers 2
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100 --seeds 8 --workers 2
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_precond100 --seeds 2 --workers 2
+$py experiments/escape_study.py --configs explore_N100000_buffer100000_m10_drop100 --seeds 2 --workers 2
