@@ -612,11 +612,10 @@ def targets(summaries: dict) -> list[str]:
             "<= 5e-4",
         )
     best, best_gap = None, np.inf
-    levels = np.array([0.5, 0.8, 0.9, 0.95])
     for name, s in summaries.items():
         if " vs " in name or not name.startswith(("lktd", "explore", "sgld", "sghmc")):
             continue
-        gap = float(np.nanmax(np.abs(s["calibration"] - levels[:, None])))
+        gap = calibration_gap(s)
         if gap < best_gap:
             best, best_gap = name, gap
     if best:
@@ -668,6 +667,22 @@ def targets(summaries: dict) -> list[str]:
     return out
 
 
+def calibration_gap(summary: dict) -> float:
+    """Largest distance of a row's calibration curve from the diagonal (any level, any action)."""
+    from lktd_ppl.metrics import LEVELS
+
+    return float(np.nanmax(np.abs(summary["calibration"] - np.array(LEVELS)[:, None])))
+
+
+def labelled_rows(names: list[str], summaries: dict, explore: int = 3) -> list[str]:
+    """The rows a plot names: every row but the ``explore_*`` knobs, and of those the
+    ``explore`` nearest to calibrated (the rest are drawn grey, unnamed, so that the legend of
+    sixty-odd rows does not bury the axes)."""
+    knobs = [n for n in names if n.startswith("explore")]
+    nearest = sorted(knobs, key=lambda n: calibration_gap(summaries[n]))[:explore]
+    return [n for n in names if n not in knobs or n in nearest]
+
+
 def plots(all_data: dict, summaries: dict, out: Path) -> None:
     import matplotlib
 
@@ -690,20 +705,29 @@ def plots(all_data: dict, summaries: dict, out: Path) -> None:
     fig.savefig(out / "boxplots.png", dpi=90)
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    named = labelled_rows(names, summaries)
+    colour = dict(zip(named, plt.cm.tab20(np.linspace(0, 1, len(named))), strict=True))
+    grey = dict(color="0.8", lw=0.6, zorder=1)
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.5), layout="constrained")
     for n in names:
         d = all_data[n]
         steps = d["window_steps"]
-        axes[0].plot(steps, np.nanmedian(np.nanmean(d["w_coverage"], -1), 0), label=n)
-        axes[1].plot(steps, np.nanmedian(np.nanmean(d["w_coverage_equal_tailed"], -1), 0), label=n)
+        style = dict(label=n, color=colour[n], lw=1.2, zorder=2) if n in named else grey
+        axes[0].plot(steps, np.nanmedian(np.nanmean(d["w_coverage"], -1), 0), **style)
+        axes[1].plot(steps, np.nanmedian(np.nanmean(d["w_coverage_equal_tailed"], -1), 0), **style)
     for ax, t in zip(
         axes, ["paper's coverage (median over runs)", "equal-tailed coverage"], strict=True
     ):
         ax.axhline(0.95, color="k", ls=":", lw=1)
         ax.set_title(t)
         ax.set_xlabel("env step")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
+    axes[1].legend(
+        fontsize=6,
+        loc="center left",
+        bbox_to_anchor=(1.02, 0.5),
+        title="grey: other knobs",
+        title_fontsize=6,
+    )
     fig.savefig(out / "coverage_over_time.png", dpi=90)
     plt.close(fig)
 
@@ -713,15 +737,23 @@ def plots(all_data: dict, summaries: dict, out: Path) -> None:
     freq = np.mean(all_data[head]["policy_frequency"], axis=0)
     plot_policy_quiver(freq, 10, path=out / "policy_quiver.png")
 
-    fig, ax = plt.subplots(figsize=(5, 5))
-    levels = np.array([0.5, 0.8, 0.9, 0.95])
+    from lktd_ppl.metrics import LEVELS
+
+    fig, ax = plt.subplots(figsize=(9, 5), layout="constrained")
+    levels = np.array(LEVELS)
     for n in names:
-        ax.plot(levels, np.nanmean(summaries[n]["calibration"], -1), "o-", label=n)
+        style = dict(label=n, color=colour[n], marker="o", lw=1.2, zorder=2) if n in named else grey
+        ax.plot(levels, np.nanmean(summaries[n]["calibration"], -1), **style)
     ax.plot([0.45, 1], [0.45, 1], "k:", lw=1)
     ax.set_xlabel("nominal level")
-    ax.set_ylabel("equal-tailed coverage")
-    ax.legend(fontsize=6)
-    fig.tight_layout()
+    ax.set_ylabel("equal-tailed coverage (mean over actions)")
+    ax.legend(
+        fontsize=6,
+        loc="center left",
+        bbox_to_anchor=(1.02, 0.5),
+        title="grey: other knobs",
+        title_fontsize=6,
+    )
     fig.savefig(out / "calibration.png", dpi=90)
     plt.close(fig)
 

@@ -34,6 +34,23 @@ def synthetic(mse_per_run: list[float]) -> dict:
     return data
 
 
+def test_plots_name_the_issue_rows_and_the_knobs_nearest_calibrated():
+    """calibration_gap is the largest distance from the diagonal; labelled_rows keeps every row
+    but the explore_* knobs, and of those the k with the smallest gap."""
+    levels = np.array([0.5, 0.8, 0.9, 0.95])[:, None]
+
+    def row(offset):
+        return {"calibration": np.broadcast_to(levels + offset, (4, 4)).copy()}
+
+    summaries = {"lktd_N10000": row(0.3), "dqn": row(-0.4)}
+    summaries |= {f"explore_{i}": row(0.01 * i) for i in (5, 1, 9, 3)}
+    summaries["explore_1"]["calibration"][0, 2] = 0.5 + 0.04  # one cell further out
+    assert study.calibration_gap(summaries["explore_1"]) == pytest.approx(0.04)
+    assert study.calibration_gap(summaries["explore_9"]) == pytest.approx(0.09)
+    named = study.labelled_rows(list(summaries), summaries, explore=2)
+    assert named == ["lktd_N10000", "dqn", "explore_1", "explore_3"]  # in the table's order
+
+
 def test_diverged_runs_are_left_out_and_counted():
     data = synthetic([1e-3, np.nan, 3e-3])
     kept, bad = study.split_diverged(data)
