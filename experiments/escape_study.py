@@ -201,11 +201,12 @@ def configs() -> dict[str, tuple[dict, int]]:
     # stages 92 900-99 900): frozen_buffer.py's posterior of a fixed 30 000-transition buffer at
     # a hundredth of the step was the nearest to calibrated, a 50 000 one at that step too narrow
     late = ((70_000, 0.1), (80_000, 1 / 30))
+    drop100 = (*late, (88_000, 0.01))
     for n, drops in (
-        (30_000, (*late, (88_000, 0.01))),
+        (30_000, drop100),
         (50_000, late),
         (50_000, (*late, (88_000, 0.02))),
-        (50_000, (*late, (88_000, 0.01))),
+        (50_000, drop100),
     ):
         c[f"explore_N{n}_buffer{n}_m10_drop{round(1 / drops[-1][1])}"] = (
             {
@@ -219,13 +220,13 @@ def configs() -> dict[str, tuple[dict, int]]:
     # after the drop the chains barely move (decompose_spread.py: sd within a chain 0.006, between
     # chain means 0.008-0.048), so the intervals are quantiles of m near-points: twenty of them
     c["explore_N50000_buffer50000_m20_drop100"] = (
-        {**big, "num_chains": 20, "step_size_drops": (*late, (88_000, 0.01))},
+        {**big, "num_chains": 20, "step_size_drops": drop100},
         4,
     )
     # the chains' W/S disagreement does not contract at the small step: the diagonal
     # preconditioner moves the parameters the data barely touch up to 100x faster
     c["explore_N50000_buffer50000_m10_drop100_precond100"] = (
-        {**big, "step_size_drops": (*late, (88_000, 0.01)), "precondition_max": 100.0},
+        {**big, "step_size_drops": drop100, "precondition_max": 100.0},
         4,
     )
     # twice the data again (buffer and N 100 000): does more W/S data narrow the disagreement?
@@ -234,11 +235,11 @@ def configs() -> dict[str, tuple[dict, int]]:
             **big,
             "pseudo_population": 100_000,
             "escape": dict(buffer_size=100_000),
-            "step_size_drops": (*late, (88_000, 0.01)),
+            "step_size_drops": drop100,
         },
         4,
     )
-    # the same, lowered 20 000 stages earlier: longer at the small step for the chains to relax
+    # buffer 50 000 and eps0 / 100, lowered 20 000 stages earlier: longer at the small step
     c["explore_N50000_buffer50000_m10_drop100_early"] = (
         {
             **big,
@@ -708,6 +709,8 @@ def plots(all_data: dict, summaries: dict, out: Path) -> None:
     named = labelled_rows(names, summaries)
     colour = dict(zip(named, plt.cm.tab20(np.linspace(0, 1, len(named))), strict=True))
     grey = dict(color="0.8", lw=0.6, zorder=1)
+    outside = dict(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    outside |= dict(title="grey: other knobs", title_fontsize=6)
     fig, axes = plt.subplots(1, 2, figsize=(15, 4.5), layout="constrained")
     for n in names:
         d = all_data[n]
@@ -721,13 +724,7 @@ def plots(all_data: dict, summaries: dict, out: Path) -> None:
         ax.axhline(0.95, color="k", ls=":", lw=1)
         ax.set_title(t)
         ax.set_xlabel("env step")
-    axes[1].legend(
-        fontsize=6,
-        loc="center left",
-        bbox_to_anchor=(1.02, 0.5),
-        title="grey: other knobs",
-        title_fontsize=6,
-    )
+    axes[1].legend(**outside)
     fig.savefig(out / "coverage_over_time.png", dpi=90)
     plt.close(fig)
 
@@ -747,13 +744,7 @@ def plots(all_data: dict, summaries: dict, out: Path) -> None:
     ax.plot([0.45, 1], [0.45, 1], "k:", lw=1)
     ax.set_xlabel("nominal level")
     ax.set_ylabel("equal-tailed coverage (mean over actions)")
-    ax.legend(
-        fontsize=6,
-        loc="center left",
-        bbox_to_anchor=(1.02, 0.5),
-        title="grey: other knobs",
-        title_fontsize=6,
-    )
+    ax.legend(**outside)
     fig.savefig(out / "calibration.png", dpi=90)
     plt.close(fig)
 

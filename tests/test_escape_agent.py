@@ -172,6 +172,8 @@ def test_step_size_drops_are_piecewise_and_move_the_chain_as_that_constant_step(
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="step_size_drops: stages must be"):
         LKTDAgentConfig(step_size_drops=((200, 0.1), (100, 0.01)))
+    with pytest.raises(ValueError, match=r"step_size_drops: give \(stage, factor\) pairs"):
+        LKTDAgentConfig(step_size_drops=((200, 0.1, 3),))
     with pytest.raises(ValueError, match="step_size_drops: factors must be positive"):
         LKTDAgentConfig(step_size_drops=((200, 0.0),))
 

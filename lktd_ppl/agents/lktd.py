@@ -57,6 +57,11 @@ class LKTDAgentConfig:
     escape: EscapeConfig = field(default_factory=EscapeConfig)
 
     def __post_init__(self) -> None:
+        if any(len(pair) != 2 for pair in self.step_size_drops):
+            raise ValueError(
+                "LKTDAgentConfig.step_size_drops: give (stage, factor) pairs, got "
+                f"{self.step_size_drops}"
+            )
         drops = tuple((int(st), float(f)) for st, f in self.step_size_drops)  # JSON gives lists
         object.__setattr__(self, "step_size_drops", drops)
         stages = [st for st, _ in drops]
