@@ -111,3 +111,8 @@ $py experiments/escape_study.py --configs explore_N50000_buffer50000_m20_drop100
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100 --seeds 8 --workers 2
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_precond100 --seeds 2 --workers 2
 $py experiments/escape_study.py --configs explore_N100000_buffer100000_m10_drop100 --seeds 2 --workers 2
+# tenth session: one shared start for the drop's chains; the headline's ten chains with one mild
+# late drop (eps0 / 3 or / 10 from stage 70 000); the action-input network (models/mlp_q.py)
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_shared,explore_N10000_m10_drop10at70k,explore_N10000_m10_drop3at70k --seeds 2 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_actin --seeds 2 --workers 2
+$py experiments/escape_study.py --configs explore_N10000_m10_drop3at70k --seeds 32 --workers 2

@@ -17,6 +17,11 @@ Priors: the official code's spike-and-slab 0.5 N(0, 0.5^2)-slab / N(0, 0.05^2)-s
 its weight lambda annealed 1.0 -> 0.5 over the first 10 000 stages, or a plain Gaussian (sd 0.5; or
 2, a weak prior).
 
+Networks: separate output heads (obs -> HIDDEN -> one value per action, the paper's), or one
+action-input network ((obs, one-hot action) -> HIDDEN -> one value): every action's value then goes
+through the same hidden layers and output weight, so a rarely taken action's value is tied to the
+others' by the network itself rather than by its own scarce data.
+
 Every model also records ``q`` = Q(obs, .) (n, NUM_ACTIONS) as a deterministic site: the agents
 read Q-values through it, so a copy of this file with another network or prior needs no code change.
 """
@@ -54,23 +59,54 @@ def _wide_gaussian_prior(batch):
     return lambda name, shape: dist.Normal(0.0, WIDE_PRIOR_SD).expand(shape).to_event(len(shape))
 
 
-def _q_model(batch, prior, bootstrap):
+class _Heads:
+    """obs -> HIDDEN -> NUM_ACTIONS: one output per action (the paper's network)."""
+
+    @staticmethod
+    def sites(obs_dim, prior):
+        return mlp_sites(obs_dim, HIDDEN, NUM_ACTIONS, prior)
+
+    table = staticmethod(mlp_apply)  # (layers, obs (n, d)) -> (n, A)
+    at = staticmethod(mlp_apply_at)  # (layers, obs (n, d), action (n,)) -> (n,)
+
+
+class _ActionInput:
+    """(obs, one-hot action) -> HIDDEN -> 1: the action enters the first layer."""
+
+    @staticmethod
+    def sites(obs_dim, prior):
+        return mlp_sites(obs_dim + NUM_ACTIONS, HIDDEN, 1, prior)
+
+    @staticmethod
+    def at(layers, obs, action):
+        onehot = jax.nn.one_hot(action, NUM_ACTIONS, dtype=obs.dtype)
+        return mlp_apply(layers, jnp.concatenate([obs, onehot], axis=-1))[..., 0]
+
+    @staticmethod
+    def table(layers, obs):
+        n = obs.shape[0]
+        actions = jnp.broadcast_to(jnp.arange(NUM_ACTIONS), (n, NUM_ACTIONS))
+        obs_a = jnp.broadcast_to(obs[:, None, :], (n, NUM_ACTIONS, obs.shape[-1]))
+        return _ActionInput.at(layers, obs_a, actions)
+
+
+def _q_model(batch, prior, bootstrap, net=_Heads):
     obs = batch["obs"]
-    layers = mlp_sites(obs.shape[-1], HIDDEN, NUM_ACTIONS, prior(batch))
-    numpyro.deterministic("q", mlp_apply(layers, obs))  # (n, A); computed only where it is read
-    q_sa = mlp_apply_at(layers, obs, batch["action"])
-    q_next = jax.lax.stop_gradient(bootstrap(layers, batch))
+    layers = net.sites(obs.shape[-1], prior(batch))
+    numpyro.deterministic("q", net.table(layers, obs))  # (n, A); computed only where it is read
+    q_sa = net.at(layers, obs, batch["action"])
+    q_next = jax.lax.stop_gradient(bootstrap(net, layers, batch))
     not_done = 1.0 - batch["terminated"].astype(q_sa.dtype)
     loc = q_sa - GAMMA * not_done * q_next
     numpyro.sample("reward", dist.Normal(loc, SIGMA), obs=batch["reward"])
 
 
-def _sarsa(layers, batch):
-    return mlp_apply_at(layers, batch["next_obs"], batch["next_action"])
+def _sarsa(net, layers, batch):
+    return net.at(layers, batch["next_obs"], batch["next_action"])
 
 
-def _qlearning(layers, batch):
-    q_next = mlp_apply(layers, batch["next_obs"])
+def _qlearning(net, layers, batch):
+    q_next = net.table(layers, batch["next_obs"])
     return jnp.max(jnp.where(batch["next_mask"] > 0, q_next, -jnp.inf), axis=-1)
 
 
@@ -87,6 +123,11 @@ def sarsa_gaussian(batch):
 def sarsa_wide_gaussian(batch):
     """SARSA measurement, N(0, WIDE_PRIOR_SD^2) prior on every weight (little shrinkage)."""
     _q_model(batch, _wide_gaussian_prior, _sarsa)
+
+
+def sarsa_action_input_spike_slab(batch):
+    """SARSA measurement, annealed spike-and-slab prior, the action-input network."""
+    _q_model(batch, _spike_slab_prior, _sarsa, net=_ActionInput)
 
 
 def qlearning_spike_slab(batch):

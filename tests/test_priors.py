@@ -81,3 +81,36 @@ def test_gaussian_models_prior_is_iid_normal_with_their_sd(name, sd):
     theta = 0.3 * jax.random.normal(jax.random.key(1), (ssm.p,))
     expected = np.sum(norm.logpdf(np.asarray(theta, np.float64), 0, sd))
     np.testing.assert_allclose(ssm.log_prior(theta, _rl_batch()), expected, rtol=1e-5)
+
+
+def test_action_input_model_ties_actions_through_one_network():
+    """The action-input network: (x, y, one-hot a) -> 32 -> 32 -> 1 (p = 1313); its Q-table and
+    its SARSA measurement are the same function, loc_i = Q(s_i, a_i) - gamma Q(s'_i, a'_i), and its
+    prior is the escape model's spike-and-slab."""
+    model = lktd_ppl.load_model(f"{MODELS}/mlp_q.py:sarsa_action_input_spike_slab")
+    batch = _rl_batch(n=7)
+    ssm = lktd_ppl.from_numpyro(model, batch)
+    assert ssm.p == (2 + 4) * 32 + 32 + 32 * 32 + 32 + 32 + 1
+    theta = 0.3 * jax.random.normal(jax.random.key(2), (ssm.p,))
+    w = ssm.constrain(theta)
+
+    def q_closed(obs, a):  # the network written out with numpy, one action at a time
+        x = np.concatenate([obs, np.eye(4)[a]], axis=-1)
+        h = np.maximum(x @ w["W0"] + w["b0"], 0.0)
+        h = np.maximum(h @ w["W1"] + w["b1"], 0.0)
+        return (h @ w["W2"] + w["b2"])[..., 0]
+
+    q = ssm.deterministic(theta, batch, "q")
+    rows = np.arange(7)
+    for a in range(4):
+        np.testing.assert_allclose(q[:, a], q_closed(batch["obs"], np.full(7, a)), rtol=1e-5)
+    loc = ssm.measure(theta, batch).loc
+    expected = q_closed(batch["obs"], batch["action"]) - 0.9 * q_closed(
+        batch["next_obs"], batch["next_action"]
+    )
+    np.testing.assert_allclose(loc, expected, rtol=1e-4, atol=1e-5)
+    assert np.all(q[rows, batch["action"]] != q[rows, (batch["action"] + 1) % 4])
+    lam = float(annealed_lambda(0))
+    t = np.asarray(theta, np.float64)
+    density = lam * norm.pdf(t, 0, 0.5) + (1 - lam) * norm.pdf(t, 0, 0.05)
+    np.testing.assert_allclose(ssm.log_prior(theta, batch), np.sum(np.log(density)), rtol=1e-5)
