@@ -268,3 +268,15 @@ def test_frozen_buffer_interval_scores_match_known_coverage():
     assert cover.shape == (len(LEVELS), 4)
     np.testing.assert_allclose(cover, np.repeat(np.array(LEVELS)[:, None], 4, 1), atol=1e-9)
     np.testing.assert_allclose(width, 1.9, rtol=1e-6)
+
+
+def test_paired_ratio_compares_runs_seed_by_seed():
+    """Per-run MSE by seed in the summaries; the ratio is taken over the seeds both rows have."""
+    summary = study.aggregate(synthetic([1e-3, 2e-3, 4e-3]))
+    assert summary["run_mse"] == pytest.approx({0: 1e-3, 1: 2e-3, 2: 4e-3})
+    other = {1: 1e-3, 2: 3e-3, 7: 1.0}  # seed 7 has no partner, seed 0 neither
+    r, se, n = study.paired_ratio(other, summary["run_mse"])
+    assert n == 2
+    assert r == pytest.approx((0.5 + 0.75) / 2)
+    assert se == pytest.approx(np.std([0.5, 0.75], ddof=1) / np.sqrt(2))
+    assert np.isnan(study.paired_ratio({0: 1.0}, {0: 2.0})[0])
