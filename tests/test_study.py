@@ -277,6 +277,8 @@ def test_paired_ratio_compares_runs_seed_by_seed():
     other = {1: 1e-3, 2: 3e-3, 7: 1.0}  # seed 7 has no partner, seed 0 neither
     r, se, n = study.paired_ratio(other, summary["run_mse"])
     assert n == 2
-    assert r == pytest.approx((0.5 + 0.75) / 2)
-    assert se == pytest.approx(np.std([0.5, 0.75], ddof=1) / np.sqrt(2))
+    assert r == pytest.approx(np.sqrt(0.5 * 0.75))  # geometric mean
+    assert se == pytest.approx(r * np.std(np.log([0.5, 0.75]), ddof=1) / np.sqrt(2))
+    # a doubling and a halving cancel on the log scale
+    assert study.paired_ratio({0: 2.0, 1: 0.5}, {0: 1.0, 1: 1.0})[0] == pytest.approx(1.0)
     assert np.isnan(study.paired_ratio({0: 1.0}, {0: 2.0})[0])
