@@ -116,3 +116,6 @@ $py experiments/escape_study.py --configs explore_N100000_buffer100000_m10_drop1
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_shared,explore_N10000_m10_drop10at70k,explore_N10000_m10_drop3at70k --seeds 2 --workers 2
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_actin --seeds 2 --workers 2
 $py experiments/escape_study.py --configs explore_N10000_m10_drop3at70k --seeds 32 --workers 2
+# eleventh session: the late drop at the paper's settings towards the 100 runs (stopped
+# where the session's time ran out; the same command resumes it)
+$py experiments/escape_study.py --configs explore_N10000_m10_drop3at70k --seeds 100 --workers 2
