@@ -266,6 +266,25 @@ def configs() -> dict[str, tuple[dict, int]]:
         },
         4,
     )
+    # eleventh session: fewer chains.  After the drop a chain barely moves, so the pooled samples
+    # are m near-points about their mean; if the chains scatter independently about the truth
+    # with sd b, the pooled mean errs with variance b^2 / m while the points spread about it with
+    # variance b^2 (m - 1) / m: the two agree at m = 2 only (ten chains: 9x too wide in variance,
+    # 3x in sd, about what the 10-chain drop rows show on W/S)
+    # (drop30: a chain keeps more of its own spread, which E/N, whose error is mostly shared by
+    # the chains, need)
+    # (2 runs each: two and three chains under-cover W/S, 1/30 over-covers E/N; five chains, 8
+    # runs, are the nearest to calibrated: largest gap 0.147)
+    for m, drops in ((2, drop100), (3, drop100), (5, drop100), (2, late), (3, late)):
+        c[f"explore_N50000_buffer50000_m{m}_drop{round(1 / drops[-1][1])}_actin"] = (
+            {
+                **big,
+                "num_chains": m,
+                "step_size_drops": drops,
+                "model": "models/mlp_q.py:sarsa_action_input_spike_slab",
+            },
+            4,
+        )
     # the headline's ten chains (the paper's buffer and N) with eps0 lowered once, mildly, from
     # stage 70 000: at buffer 50 000 the drop cut the W/S error by 0.7; a factor that leaves the
     # chains moving keeps the paper's coverage (a frozen chain's latest sample is its own extreme)
