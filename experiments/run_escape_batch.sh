@@ -119,3 +119,7 @@ $py experiments/escape_study.py --configs explore_N10000_m10_drop3at70k --seeds 
 # eleventh session: the late drop at the paper's settings towards the 100 runs (stopped
 # where the session's time ran out; the same command resumes it)
 $py experiments/escape_study.py --configs explore_N10000_m10_drop3at70k --seeds 100 --workers 2
+# and beside it, on one worker: fewer chains with the action-input network after the drop
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m2_drop100_actin --seeds 2 --workers 1
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m3_drop100_actin,explore_N50000_buffer50000_m3_drop30_actin --seeds 2 --workers 1
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m5_drop100_actin --seeds 8 --workers 1
