@@ -282,3 +282,23 @@ def test_paired_ratio_compares_runs_seed_by_seed():
     # a doubling and a halving cancel on the log scale
     assert study.paired_ratio({0: 2.0, 1: 0.5}, {0: 1.0, 1: 1.0})[0] == pytest.approx(1.0)
     assert np.isnan(study.paired_ratio({0: 1.0}, {0: 2.0})[0])
+
+
+def test_calibration_gap_names_its_place_and_its_standard_error_across_runs():
+    """The curve is the mean over runs and windows; its s.e. is the runs' spread / sqrt(runs);
+    the largest gap is reported with its level, action and that s.e."""
+    data = synthetic([1e-3, 1e-3, 1e-3])
+    levels = np.array([0.5, 0.8, 0.9, 0.95])[:, None]
+    data["w_calibration"] = np.broadcast_to(levels, (3, 8, 4, 4)).copy()
+    data["w_calibration"][:, -study.LAST_WINDOWS :, 0, 3] = np.array([0.6, 0.7, 0.8])[:, None]
+    summary = study.aggregate(data)
+    assert summary["calibration"][0, 3] == pytest.approx(0.7)
+    assert summary["calibration_se"][0, 3] == pytest.approx(0.1 / np.sqrt(3))
+    assert summary["calibration_se"][1, 0] == pytest.approx(0.0)
+    gap, level, action, se = study.calibration_gap_where(summary)
+    assert (gap, level, action) == (pytest.approx(0.2), 0.5, 3)
+    assert se == pytest.approx(0.1 / np.sqrt(3))
+    assert np.isnan(study.aggregate(synthetic([1e-3]))["calibration_se"]).all()  # one run
+    summaries = {"lktd_a": summary, "dqn": study.aggregate(synthetic([1e-3])), "explore_b": {}}
+    summaries["explore_b"]["calibration"] = levels + np.zeros((4, 4)) + 0.01
+    assert study.nearest_calibrated(summaries, 2) == ["explore_b", "lktd_a"]  # DQN is no candidate
