@@ -302,3 +302,58 @@ def test_calibration_gap_names_its_place_and_its_standard_error_across_runs():
     summaries = {"lktd_a": summary, "dqn": study.aggregate(synthetic([1e-3])), "explore_b": {}}
     summaries["explore_b"]["calibration"] = levels + np.zeros((4, 4)) + 0.01
     assert study.nearest_calibrated(summaries, 2) == ["explore_b", "lktd_a"]  # DQN is no candidate
+
+
+def test_trimmed_calibration_curve_keeps_the_equal_tailed_columns_windows():
+    """The trimmed curve leaves out the windows outside Tukey's fences on the equal-tailed
+    coverage, so its 95% point is that column's mean; the targets give it and the curve averaged
+    over the actions beside the strict verdict (plain mean, every action), which stays."""
+    levels = np.array([0.5, 0.8, 0.9, 0.95])
+    data = synthetic([1e-4] * 5)
+    data["w_coverage_equal_tailed"][:] = 0.95
+    data["w_coverage_equal_tailed"][4] = 0.3  # one run whose shared error nothing covers
+    data["w_calibration"] = np.broadcast_to(levels[:, None], (5, 8, 4, 4)).copy()
+    data["w_calibration"][4] = np.array([0.1, 0.2, 0.25, 0.3])[:, None]
+    summary = study.aggregate(data)
+    assert summary["calibration"][:, 0] == pytest.approx((4 * levels + [0.1, 0.2, 0.25, 0.3]) / 5)
+    assert summary["calibration_trimmed"] == pytest.approx(np.broadcast_to(levels[:, None], (4, 4)))
+    assert summary["calibration_trimmed"][3] == pytest.approx(
+        summary["coverage_equal_tailed"]["mean"]
+    )
+    lines = study.targets({"explore_x": summary})
+    assert any("largest calibration gap" in ln and "0.130" in ln and "missed" in ln for ln in lines)
+    (info,) = [ln for ln in lines if "for comparison only" in ln]
+    assert "averaged over the actions = 0.130" in info and "(Tukey's fences) = 0.000" in info
+
+
+near_point = _experiment("near_point_calibration")
+
+
+def test_near_point_chains_match_the_distribution_free_limits():
+    """Five near-point chains: with the truth at their centre the 50% interval (2nd to 4th
+    point) covers it when 2 or 3 of the 5 fall below, 20/32; the 80-95% intervals (1st to 5th)
+    30/32. With the truth one more draw its rank among 6 is uniform: 2/6 and 4/6."""
+    centred = near_point.near_point_curve(5, shared=0.0, within=0.01, draws=20_000)
+    assert near_point.binomial_centred(5) == pytest.approx([20 / 32, 30 / 32, 30 / 32, 30 / 32])
+    assert centred == pytest.approx(near_point.binomial_centred(5), abs=0.02)
+    one_more = near_point.near_point_curve(5, shared=1.0, within=0.01, draws=20_000)
+    assert near_point.rank_uniform(5) == pytest.approx([2 / 6, 4 / 6, 4 / 6, 4 / 6])
+    assert one_more == pytest.approx(near_point.rank_uniform(5), abs=0.02)
+    # chains that move as much as they scatter, about one more draw from the truth: near the diagonal
+    moving = near_point.near_point_curve(5, shared=1.2, within=1.0, draws=20_000)
+    assert near_point.gap(moving) < 0.04
+    with pytest.raises(ValueError, match="within >= 0"):
+        near_point.near_point_curve(5, shared=0.0, within=-1.0)
+
+
+def test_near_point_fit_finds_the_grid_point_that_made_the_curve():
+    curves = np.zeros((len(near_point.SHARED_GRID), len(near_point.WITHIN_GRID), 4))
+    curves[3, 2] = [0.6, 0.9, 0.95, 0.97]
+    curves[5, 1] = [0.5, 0.8, 0.9, 0.95]
+    sh, w, c, err = near_point.nearest(curves, np.array([0.52, 0.8, 0.9, 0.94]))
+    assert (sh, w, err) == (
+        near_point.SHARED_GRID[5],
+        near_point.WITHIN_GRID[1],
+        pytest.approx(0.02),
+    )
+    assert c == pytest.approx([0.5, 0.8, 0.9, 0.95])
