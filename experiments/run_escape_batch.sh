@@ -123,3 +123,8 @@ $py experiments/escape_study.py --configs explore_N10000_m10_drop3at70k --seeds 
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m2_drop100_actin --seeds 2 --workers 1
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m3_drop100_actin,explore_N50000_buffer50000_m3_drop30_actin --seeds 2 --workers 1
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m5_drop100_actin --seeds 8 --workers 1
+# twelfth session: the late drop at the paper's settings finished to 100 runs; four chains at 1/30;
+# the near-point model of the calibration curve (reads the runs, writes near_point_calibration.md)
+$py experiments/escape_study.py --configs explore_N10000_m10_drop3at70k --seeds 100 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m4_drop30_actin --seeds 4 --workers 2
+$py experiments/near_point_calibration.py
