@@ -128,3 +128,11 @@ $py experiments/escape_study.py --configs explore_N50000_buffer50000_m5_drop100_
 $py experiments/escape_study.py --configs explore_N10000_m10_drop3at70k --seeds 100 --workers 2
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m4_drop30_actin --seeds 4 --workers 2
 $py experiments/near_point_calibration.py
+# thirteenth session: networks that tie a rare action to the common ones (models/mlp_q.py: the
+# action as its move, and the afterstate), buffer and N 50 000, the late drops
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m5_drop100_after,explore_N50000_buffer50000_m5_drop100_move --seeds 2 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m5_drop30_after,explore_N50000_buffer50000_m3_drop100_after,explore_N10000_m5_drop100_after --seeds 2 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m5_drop100_early_after,explore_N50000_buffer50000_m10_drop100_after --seeds 2 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m5_drop100_after_temp0.5,explore_N50000_buffer50000_m5_drop300_after,explore_N50000_buffer50000_m4_drop100_after --seeds 2 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop150_after --seeds 4 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_after --seeds 8 --workers 2

@@ -18,9 +18,16 @@ its weight lambda annealed 1.0 -> 0.5 over the first 10 000 stages, or a plain G
 2, a weak prior).
 
 Networks: separate output heads (obs -> HIDDEN -> one value per action, the paper's), or one
-action-input network ((obs, one-hot action) -> HIDDEN -> one value): every action's value then goes
-through the same hidden layers and output weight, so a rarely taken action's value is tied to the
-others' by the network itself rather than by its own scarce data.
+network that takes the action as input and gives one value, so that every action's value goes
+through the same hidden layers and output weight and a rarely taken action's value is tied to the
+others' by the network itself rather than by its own scarce data. The action enters as
+- a one-hot vector ((obs, one-hot a) -> HIDDEN -> 1): the four actions are unrelated inputs;
+- its move (dx, dy) in cells ((obs, dx, dy) -> HIDDEN -> 1): W is the negative of E, S of N, so
+  the first layer's response to W is that to E reversed;
+- the afterstate, the centre of the cell the move aims at (obs + (dx, dy) / GRID_SIZE -> HIDDEN ->
+  1): Q(s, a) = f(s + d_a), which holds exactly in the escape room (deterministic moves, a reward
+  that does not depend on the move), so every transition into a cell informs every action that
+  leads there. This one knows the room's dynamics; the other two know only the action set.
 
 Every model also records ``q`` = Q(obs, .) (n, NUM_ACTIONS) as a deterministic site: the agents
 read Q-values through it, so a copy of this file with another network or prior needs no code change.
@@ -31,6 +38,7 @@ import jax.numpy as jnp
 import numpyro
 from numpyro import distributions as dist
 
+from lktd_ppl.envs.escape import ACTION_DELTAS, DEFAULT_SIZE
 from lktd_ppl.nets import mlp_apply, mlp_apply_at, mlp_sites
 from lktd_ppl.priors import annealed_lambda, spike_and_slab
 from lktd_ppl.ssm import STAGE_KEY
@@ -41,6 +49,7 @@ GAMMA = 0.9
 SIGMA = 0.1
 GAUSSIAN_PRIOR_SD = 0.5
 WIDE_PRIOR_SD = 2.0  # a weak prior: what the data alone say where they are scarce
+GRID_SIZE = DEFAULT_SIZE  # the afterstate network's cell width is 1 / GRID_SIZE in obs units
 
 
 def _spike_slab_prior(batch):
@@ -73,21 +82,51 @@ class _Heads:
 class _ActionInput:
     """(obs, one-hot action) -> HIDDEN -> 1: the action enters the first layer."""
 
-    @staticmethod
-    def sites(obs_dim, prior):
-        return mlp_sites(obs_dim + NUM_ACTIONS, HIDDEN, 1, prior)
+    action_dim = NUM_ACTIONS
 
     @staticmethod
-    def at(layers, obs, action):
-        onehot = jax.nn.one_hot(action, NUM_ACTIONS, dtype=obs.dtype)
-        return mlp_apply(layers, jnp.concatenate([obs, onehot], axis=-1))[..., 0]
+    def encode(obs, action):
+        return jnp.concatenate([obs, jax.nn.one_hot(action, NUM_ACTIONS, dtype=obs.dtype)], -1)
 
-    @staticmethod
-    def table(layers, obs):
+    @classmethod
+    def sites(cls, obs_dim, prior):
+        return mlp_sites(obs_dim + cls.action_dim, HIDDEN, 1, prior)
+
+    @classmethod
+    def at(cls, layers, obs, action):
+        return mlp_apply(layers, cls.encode(obs, action))[..., 0]
+
+    @classmethod
+    def table(cls, layers, obs):
         n = obs.shape[0]
         actions = jnp.broadcast_to(jnp.arange(NUM_ACTIONS), (n, NUM_ACTIONS))
         obs_a = jnp.broadcast_to(obs[:, None, :], (n, NUM_ACTIONS, obs.shape[-1]))
-        return _ActionInput.at(layers, obs_a, actions)
+        return cls.at(layers, obs_a, actions)
+
+
+def _move(action, dtype):
+    """(dx, dy) in cells of each action, shape action.shape + (2,)."""
+    return jnp.asarray(ACTION_DELTAS, dtype)[action.astype(jnp.int32)]
+
+
+class _MoveInput(_ActionInput):
+    """(obs, dx, dy) -> HIDDEN -> 1: the action enters as its move."""
+
+    action_dim = 2
+
+    @staticmethod
+    def encode(obs, action):
+        return jnp.concatenate([obs, _move(action, obs.dtype)], -1)
+
+
+class _AfterstateInput(_ActionInput):
+    """obs + (dx, dy) / GRID_SIZE -> HIDDEN -> 1: the value of the cell the move aims at."""
+
+    action_dim = 0
+
+    @staticmethod
+    def encode(obs, action):
+        return obs + _move(action, obs.dtype) / GRID_SIZE
 
 
 def _q_model(batch, prior, bootstrap, net=_Heads):
@@ -128,6 +167,16 @@ def sarsa_wide_gaussian(batch):
 def sarsa_action_input_spike_slab(batch):
     """SARSA measurement, annealed spike-and-slab prior, the action-input network."""
     _q_model(batch, _spike_slab_prior, _sarsa, net=_ActionInput)
+
+
+def sarsa_move_input_spike_slab(batch):
+    """SARSA measurement, annealed spike-and-slab prior, the action entering as its move."""
+    _q_model(batch, _spike_slab_prior, _sarsa, net=_MoveInput)
+
+
+def sarsa_afterstate_spike_slab(batch):
+    """SARSA measurement, annealed spike-and-slab prior, the afterstate network."""
+    _q_model(batch, _spike_slab_prior, _sarsa, net=_AfterstateInput)
 
 
 def qlearning_spike_slab(batch):

@@ -114,3 +114,47 @@ def test_action_input_model_ties_actions_through_one_network():
     t = np.asarray(theta, np.float64)
     density = lam * norm.pdf(t, 0, 0.5) + (1 - lam) * norm.pdf(t, 0, 0.05)
     np.testing.assert_allclose(ssm.log_prior(theta, batch), np.sum(np.log(density)), rtol=1e-5)
+
+
+MOVES = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], np.float32)  # E, N, W, S in cells
+
+
+@pytest.mark.parametrize(
+    "name, in_dim, encode",
+    [
+        ("sarsa_move_input_spike_slab", 4, lambda obs, a: np.concatenate([obs, MOVES[a]], -1)),
+        ("sarsa_afterstate_spike_slab", 2, lambda obs, a: obs + MOVES[a] / 10),
+    ],
+)
+def test_structured_action_networks(name, in_dim, encode):
+    """The move-input network (x, y, dx, dy) -> 32 -> 32 -> 1 and the afterstate network
+    (x + dx / 10, y + dy / 10) -> 32 -> 32 -> 1: the Q-table and the SARSA measurement are that
+    function written out with numpy; the afterstate network gives E from a cell and W from two
+    cells east of it (the same cell aimed at) one value."""
+    model = lktd_ppl.load_model(f"{MODELS}/mlp_q.py:{name}")
+    batch = _rl_batch(n=7)
+    ssm = lktd_ppl.from_numpyro(model, batch)
+    assert ssm.p == in_dim * 32 + 32 + 32 * 32 + 32 + 32 + 1
+    theta = 0.3 * jax.random.normal(jax.random.key(3), (ssm.p,))
+    w = ssm.constrain(theta)
+
+    def q_closed(obs, a):
+        h = np.maximum(encode(obs, a) @ w["W0"] + w["b0"], 0.0)
+        h = np.maximum(h @ w["W1"] + w["b1"], 0.0)
+        return (h @ w["W2"] + w["b2"])[..., 0]
+
+    q = ssm.deterministic(theta, batch, "q")
+    for a in range(4):
+        np.testing.assert_allclose(q[:, a], q_closed(batch["obs"], np.full(7, a)), rtol=1e-5)
+    loc = ssm.measure(theta, batch).loc
+    expected = q_closed(batch["obs"], batch["action"]) - 0.9 * q_closed(
+        batch["next_obs"], batch["next_action"]
+    )
+    np.testing.assert_allclose(loc, expected, rtol=1e-4, atol=1e-5)
+    cells = {
+        **_rl_batch(n=2),
+        "obs": np.array([[0.25, 0.45], [0.45, 0.45]], np.float32),
+    }  # (2,4), (4,4)
+    q2 = np.asarray(ssm.deterministic(theta, cells, "q"))
+    same_cell = np.isclose(q2[0, 0], q2[1, 2], rtol=1e-5)  # both aim at (3, 4)
+    assert same_cell == (name == "sarsa_afterstate_spike_slab")

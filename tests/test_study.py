@@ -302,6 +302,8 @@ def test_calibration_gap_names_its_place_and_its_standard_error_across_runs():
     summaries = {"lktd_a": summary, "dqn": study.aggregate(synthetic([1e-3])), "explore_b": {}}
     summaries["explore_b"]["calibration"] = levels + np.zeros((4, 4)) + 0.01
     assert study.nearest_calibrated(summaries, 2) == ["explore_b", "lktd_a"]  # DQN is no candidate
+    summaries["explore_b"]["runs"] = 2  # nearer, but over too few runs for the targets
+    assert study.nearest_calibrated(summaries, 1, min_runs=3) == ["lktd_a"]
 
 
 def test_trimmed_calibration_curve_keeps_the_equal_tailed_columns_windows():
@@ -357,3 +359,31 @@ def test_near_point_fit_finds_the_grid_point_that_made_the_curve():
         pytest.approx(0.02),
     )
     assert c == pytest.approx([0.5, 0.8, 0.9, 0.95])
+
+
+per_run_cal = _experiment("per_run_calibration")
+
+
+def test_per_run_ratio_is_rmse_over_gaussian_sd():
+    """per_run: RMSE over the last 5 windows (all actions), the mean width, their ratio to a
+    Gaussian's 95% width / 3.92, and the per-action coverage and level curve of each run."""
+    w, a, levels = 7, 4, 4
+    mse = np.full((2, w, a), 1e-4)
+    mse[1, -5:] = 4e-4  # the second run errs twice as much (RMSE 0.02) in its last windows
+    width = np.full((2, w), 0.0392)
+    cal = np.zeros((2, w, levels, a))
+    cal[1, -5:, 0] = 0.5
+    et = np.ones((2, w, a))
+    data = dict(
+        seeds=np.array([3, 4]),
+        w_mse=mse,
+        w_width=width,
+        w_coverage_equal_tailed=et,
+        w_calibration=cal,
+    )
+    rows = per_run_cal.per_run(data)
+    assert [r["seed"] for r in rows] == [3, 4]
+    assert rows[0]["rmse"] == pytest.approx(0.01)
+    assert rows[0]["ratio"] == pytest.approx(1.0)
+    assert rows[1]["ratio"] == pytest.approx(2.0)
+    assert rows[1]["curve"] == pytest.approx([0.5, 0, 0, 0])
