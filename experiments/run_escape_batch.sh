@@ -135,4 +135,4 @@ $py experiments/escape_study.py --configs explore_N50000_buffer50000_m5_drop30_a
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m5_drop100_early_after,explore_N50000_buffer50000_m10_drop100_after --seeds 2 --workers 2
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m5_drop100_after_temp0.5,explore_N50000_buffer50000_m5_drop300_after,explore_N50000_buffer50000_m4_drop100_after --seeds 2 --workers 2
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop150_after --seeds 4 --workers 2
-$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_after --seeds 8 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_after --seeds 12 --workers 2
