@@ -14,14 +14,17 @@ the calibration curve averaged over the actions.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from lktd_ppl.metrics import LEVELS
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from escape_study import LAST_WINDOWS, load_runs  # noqa: E402
+
 OUT = Path(__file__).resolve().parent / "results" / "escape"
-LAST_WINDOWS = 5
 Z95 = 3.92  # a Gaussian's 95% interval is 3.92 sd wide
 
 
@@ -46,11 +49,6 @@ def per_run(data: dict) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from escape_study import load_runs
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("rows", nargs="+", help="study rows (runs/ folder names)")
     ap.add_argument("--out", type=Path, default=OUT / "per_run_calibration.md")

@@ -83,6 +83,28 @@ def test_gaussian_models_prior_is_iid_normal_with_their_sd(name, sd):
     np.testing.assert_allclose(ssm.log_prior(theta, _rl_batch()), expected, rtol=1e-5)
 
 
+def _assert_network_is(ssm, theta, batch, encode):
+    """The model's Q-table and SARSA measurement equal the network (encode(obs, a) -> 32 -> 32
+    -> 1, ReLU) written out with numpy, one action at a time; returns the Q-table."""
+    w = ssm.constrain(theta)
+
+    def q_closed(obs, a):
+        h = np.maximum(encode(obs, a) @ w["W0"] + w["b0"], 0.0)
+        h = np.maximum(h @ w["W1"] + w["b1"], 0.0)
+        return (h @ w["W2"] + w["b2"])[..., 0]
+
+    q = ssm.deterministic(theta, batch, "q")
+    n = len(batch["action"])
+    for a in range(4):
+        np.testing.assert_allclose(q[:, a], q_closed(batch["obs"], np.full(n, a)), rtol=1e-5)
+    loc = ssm.measure(theta, batch).loc
+    expected = q_closed(batch["obs"], batch["action"]) - 0.9 * q_closed(
+        batch["next_obs"], batch["next_action"]
+    )
+    np.testing.assert_allclose(loc, expected, rtol=1e-4, atol=1e-5)
+    return q
+
+
 def test_action_input_model_ties_actions_through_one_network():
     """The action-input network: (x, y, one-hot a) -> 32 -> 32 -> 1 (p = 1313); its Q-table and
     its SARSA measurement are the same function, loc_i = Q(s_i, a_i) - gamma Q(s'_i, a'_i), and its
@@ -92,23 +114,10 @@ def test_action_input_model_ties_actions_through_one_network():
     ssm = lktd_ppl.from_numpyro(model, batch)
     assert ssm.p == (2 + 4) * 32 + 32 + 32 * 32 + 32 + 32 + 1
     theta = 0.3 * jax.random.normal(jax.random.key(2), (ssm.p,))
-    w = ssm.constrain(theta)
-
-    def q_closed(obs, a):  # the network written out with numpy, one action at a time
-        x = np.concatenate([obs, np.eye(4)[a]], axis=-1)
-        h = np.maximum(x @ w["W0"] + w["b0"], 0.0)
-        h = np.maximum(h @ w["W1"] + w["b1"], 0.0)
-        return (h @ w["W2"] + w["b2"])[..., 0]
-
-    q = ssm.deterministic(theta, batch, "q")
-    rows = np.arange(7)
-    for a in range(4):
-        np.testing.assert_allclose(q[:, a], q_closed(batch["obs"], np.full(7, a)), rtol=1e-5)
-    loc = ssm.measure(theta, batch).loc
-    expected = q_closed(batch["obs"], batch["action"]) - 0.9 * q_closed(
-        batch["next_obs"], batch["next_action"]
+    q = _assert_network_is(
+        ssm, theta, batch, lambda obs, a: np.concatenate([obs, np.eye(4)[a]], -1)
     )
-    np.testing.assert_allclose(loc, expected, rtol=1e-4, atol=1e-5)
+    rows = np.arange(7)
     assert np.all(q[rows, batch["action"]] != q[rows, (batch["action"] + 1) % 4])
     lam = float(annealed_lambda(0))
     t = np.asarray(theta, np.float64)
@@ -136,21 +145,7 @@ def test_structured_action_networks(name, in_dim, encode):
     ssm = lktd_ppl.from_numpyro(model, batch)
     assert ssm.p == in_dim * 32 + 32 + 32 * 32 + 32 + 32 + 1
     theta = 0.3 * jax.random.normal(jax.random.key(3), (ssm.p,))
-    w = ssm.constrain(theta)
-
-    def q_closed(obs, a):
-        h = np.maximum(encode(obs, a) @ w["W0"] + w["b0"], 0.0)
-        h = np.maximum(h @ w["W1"] + w["b1"], 0.0)
-        return (h @ w["W2"] + w["b2"])[..., 0]
-
-    q = ssm.deterministic(theta, batch, "q")
-    for a in range(4):
-        np.testing.assert_allclose(q[:, a], q_closed(batch["obs"], np.full(7, a)), rtol=1e-5)
-    loc = ssm.measure(theta, batch).loc
-    expected = q_closed(batch["obs"], batch["action"]) - 0.9 * q_closed(
-        batch["next_obs"], batch["next_action"]
-    )
-    np.testing.assert_allclose(loc, expected, rtol=1e-4, atol=1e-5)
+    _assert_network_is(ssm, theta, batch, encode)
     cells = {
         **_rl_batch(n=2),
         "obs": np.array([[0.25, 0.45], [0.45, 0.45]], np.float32),
