@@ -136,3 +136,7 @@ $py experiments/escape_study.py --configs explore_N50000_buffer50000_m5_drop100_
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m5_drop100_after_temp0.5,explore_N50000_buffer50000_m5_drop300_after,explore_N50000_buffer50000_m4_drop100_after --seeds 2 --workers 2
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop150_after --seeds 4 --workers 2
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_after --seeds 12 --workers 2
+# fourteenth session: the afterstate row to the study's 20 runs, then 10 more
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_after --seeds 20 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_after --seeds 30 --workers 2
+$py experiments/per_run_calibration.py explore_N50000_buffer50000_m10_drop100_after explore_N50000_buffer50000_m10_drop150_after explore_N50000_buffer50000_m5_drop100_after explore_N50000_buffer50000_m5_drop300_after explore_N50000_buffer50000_m5_drop100_actin

@@ -326,6 +326,8 @@ def test_trimmed_calibration_curve_keeps_the_equal_tailed_columns_windows():
     assert any("largest calibration gap" in ln and "0.130" in ln and "missed" in ln for ln in lines)
     (info,) = [ln for ln in lines if "for comparison only" in ln]
     assert "averaged over the actions = 0.130" in info and "(Tukey's fences) = 0.000" in info
+    (plain,) = [ln for ln in lines if "no fences" in ln]  # the run left out, put back
+    assert "= 0.820/0.820/0.820/0.820; 5 of 25 windows fall outside" in plain
 
 
 near_point = _experiment("near_point_calibration")
