@@ -389,3 +389,46 @@ def test_per_run_ratio_is_rmse_over_gaussian_sd():
     assert rows[0]["ratio"] == pytest.approx(1.0)
     assert rows[1]["ratio"] == pytest.approx(2.0)
     assert rows[1]["curve"] == pytest.approx([0.5, 0, 0, 0])
+
+
+def test_paired_change_is_taken_seed_by_seed_on_the_common_seeds():
+    """paired: B - A per common seed (seed 9 of B alone is left out), its mean and standard error
+    across seeds, and the geometric-mean width ratio."""
+
+    def run(seed: int, c50: float, width: float) -> dict:
+        return dict(
+            seed=seed,
+            rmse=0.01,
+            width=width,
+            curve=np.array([c50, 0.8, 0.9, 0.95]),
+            et95=np.full(4, 0.95),
+        )
+
+    a = [run(0, 0.5, 0.04), run(1, 0.7, 0.04), run(2, 0.3, 0.02)]
+    b = [run(2, 0.2, 0.01), run(0, 0.4, 0.02), run(1, 0.7, 0.02), run(9, 0.0, 1.0)]
+    p = per_run_cal.paired(a, b)
+    assert p["seeds"] == [2, 0, 1]
+    assert p["curve"] == pytest.approx([-0.2 / 3, 0, 0, 0])
+    assert p["curve_se"][0] == pytest.approx(np.std([-0.1, -0.1, 0.0], ddof=1) / np.sqrt(3))
+    assert p["et95"] == pytest.approx(np.zeros(4))
+    assert p["width_ratio"] == pytest.approx(0.5)
+    assert p["rmse_ratio"] == pytest.approx(1.0)
+
+
+def test_bootstrap_meets_the_gap_as_often_as_the_binomial_says():
+    """Nine calibrated runs and one whose 50% level reads 0.8: the row's gap is 0.03 (met); a
+    draw of 10 runs misses it when that run comes twice or more (gap >= 0.06), which happens
+    with probability 1 - P(Binomial(10, 0.1) <= 1) = 0.264; the band and the MSE always hold."""
+    levels = np.array([0.5, 0.8, 0.9, 0.95])
+    data = synthetic([1e-4] * 10)
+    data["w_coverage_equal_tailed"][:] = 0.95
+    data["w_calibration"] = np.broadcast_to(levels[:, None], (10, 8, 4, 4)).copy()
+    data["w_calibration"][7, :, 0] = 0.8
+    assert study.calibrated_verdict(study.aggregate(data)) == dict(
+        equal_tailed=True, gap=True, mse=True, all=True
+    )
+    b = study.bootstrap_calibrated(data, 10, draws=400)
+    p_met = 0.9**10 + 10 * 0.1 * 0.9**9
+    assert b["gap"] == pytest.approx(p_met, abs=0.07)  # 3 s.e. of 400 draws
+    assert b["all"] == b["gap"]
+    assert b["equal_tailed"] == b["mse"] == 1.0
