@@ -506,11 +506,17 @@ def split_diverged(data: dict) -> tuple[dict | None, int]:
         return data, 0
     if not ok.any():
         return None, runs
-    kept = {
-        k: (v[ok] if k != "window_steps" and np.ndim(v) and len(v) == runs else v)
+    return take_runs(data, ok), int(runs - ok.sum())
+
+
+def take_runs(data: dict, idx: np.ndarray) -> dict:
+    """The runs ``idx`` (indices, repeats allowed, or a boolean mask) of a row's data: every
+    per-run array indexed, the rest (``window_steps``) kept."""
+    runs = data["w_mse"].shape[0]
+    return {
+        k: (np.asarray(v)[idx] if k != "window_steps" and np.ndim(v) and len(v) == runs else v)
         for k, v in data.items()
     }
-    return kept, int(runs - ok.sum())
 
 
 def tukey_keep(values: np.ndarray) -> np.ndarray:
@@ -752,56 +758,11 @@ def targets(summaries: dict) -> list[str]:
             )
     nearest = nearest_calibrated(summaries, 1, min_runs=MIN_RUNS_CLOSEST)
     if nearest:
-        best = nearest[0]
-        s = summaries[best]
-        best_gap = calibration_gap(s)
-        et, avg = s["coverage_equal_tailed"]["mean"], float(np.nanmean(s["mse"]["mean"]))
         out.append(
             f"- calibrated configuration: the closest so far (rows of {MIN_RUNS_CLOSEST} runs or"
-            f" more) is {best} ({s['runs']} runs):"
+            f" more) is {nearest[0]} ({summaries[nearest[0]]['runs']} runs):"
         )
-        verdict = calibrated_verdict(s)
-        row(
-            "  " + best,
-            "equal-tailed 95% coverage",
-            fmt(et),
-            verdict["equal_tailed"],
-            "0.93-0.97 every action",
-        )
-        _, level, action, gap_se = calibration_gap_where(s)
-        row(
-            "  " + best,
-            "largest calibration gap (any level, any action)",
-            f"{best_gap:.3f} ({ACTIONS[action]} at {level:.0%}; s.e. across runs {gap_se:.3f})",
-            verdict["gap"],
-            "<= 0.05",
-        )
-        # two looser readings of "the curve within 0.05 of the diagonal", for the filer: the
-        # verdict above is the strict one (plain mean over the runs' windows, every action)
-        from lktd_ppl.metrics import LEVELS
-
-        levels = np.array(LEVELS)[:, None]
-        mean_gap = float(np.nanmax(np.abs(np.nanmean(s["calibration"], axis=1) - levels[:, 0])))
-        trimmed = s.get("calibration_trimmed")
-        t_gap = float(np.nanmax(np.abs(trimmed - levels))) if trimmed is not None else np.nan
-        out.append(
-            f"-   {best}: for comparison only, the largest gap of the curve averaged over the "
-            f"actions = {mean_gap:.3f}, and of the per-action curve over the windows the "
-            f"equal-tailed column keeps (Tukey's fences) = {t_gap:.3f}"
-        )
-        ets = s["coverage_equal_tailed"]
-        out.append(
-            f"-   {best}: beside the verdict (the spec's trimmed mean), the equal-tailed 95% "
-            f"coverage over every window, no fences = {fmt(ets['plain'])}; "
-            f"{ets['rows'] - ets['kept']} of {ets['rows']} windows fall outside the fences"
-        )
-        row("  " + best, "MSE avg", f"{avg:.1e}", verdict["mse"], "<= 5e-4")
-        for runs, b in s.get("bootstrap", {}).items():
-            out.append(
-                f"-   {best}: {runs} runs drawn with replacement from these ({BOOTSTRAP_DRAWS} "
-                f"draws) meet the equal-tailed band {b['equal_tailed']:.0%}, the gap "
-                f"{b['gap']:.0%}, the MSE {b['mse']:.0%}, all three {b['all']:.0%} of the time"
-            )
+        out += calibrated_lines(nearest[0], summaries[nearest[0]])
     order = {
         n: summaries[n]["coverage"]["mean"]
         for n in ("dqn", "bootdqn", "bootdqn_official_masks", "qrdqn", "kova_compat")
@@ -863,6 +824,51 @@ def calibrated_verdict(summary: dict) -> dict[str, bool]:
     return v
 
 
+def calibrated_lines(name: str, s: dict) -> list[str]:
+    """Markdown lines of one row against the calibrated configuration's targets: the verdict on
+    each (``calibrated_verdict``), where the largest gap lies, two looser readings beside it, and
+    the row's bootstrap (``s["bootstrap"]``, when there is one)."""
+    from lktd_ppl.metrics import LEVELS
+
+    def fmt(v) -> str:
+        return "/".join(f"{x:.3f}" for x in v)
+
+    def met(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    verdict = calibrated_verdict(s)
+    gap, level, action, gap_se = calibration_gap_where(s)
+    avg = float(np.nanmean(s["mse"]["mean"]))
+    levels = np.array(LEVELS)[:, None]
+    # two looser readings of "the curve within 0.05 of the diagonal", for the filer: the verdict
+    # is the strict one (plain mean over the runs' windows, every action)
+    mean_gap = float(np.nanmax(np.abs(np.nanmean(s["calibration"], axis=1) - levels[:, 0])))
+    trimmed = s.get("calibration_trimmed")
+    t_gap = float(np.nanmax(np.abs(trimmed - levels))) if trimmed is not None else np.nan
+    ets = s["coverage_equal_tailed"]
+    out = [
+        f"-   {name}: equal-tailed 95% coverage = {fmt(ets['mean'])} (target 0.93-0.97 every "
+        f"action): {met(verdict['equal_tailed'])}",
+        f"-   {name}: largest calibration gap (any level, any action) = {gap:.3f} "
+        f"({ACTIONS[action]} at {level:.0%}; s.e. across runs {gap_se:.3f}) (target <= 0.05): "
+        f"{met(verdict['gap'])}",
+        f"-   {name}: for comparison only, the largest gap of the curve averaged over the "
+        f"actions = {mean_gap:.3f}, and of the per-action curve over the windows the "
+        f"equal-tailed column keeps (Tukey's fences) = {t_gap:.3f}",
+        f"-   {name}: beside the verdict (the spec's trimmed mean), the equal-tailed 95% "
+        f"coverage over every window, no fences = {fmt(ets['plain'])}; "
+        f"{ets['rows'] - ets['kept']} of {ets['rows']} windows fall outside the fences",
+        f"-   {name}: MSE avg = {avg:.1e} (target <= 5e-4): {met(verdict['mse'])}",
+    ]
+    for runs, b in s.get("bootstrap", {}).items():
+        out.append(
+            f"-   {name}: {runs} runs drawn with replacement from these ({BOOTSTRAP_DRAWS} "
+            f"draws) meet the equal-tailed band {b['equal_tailed']:.0%}, the gap "
+            f"{b['gap']:.0%}, the MSE {b['mse']:.0%}, all three {b['all']:.0%} of the time"
+        )
+    return out
+
+
 BOOTSTRAP_DRAWS = 1000
 
 
@@ -875,11 +881,10 @@ def bootstrap_calibrated(
     reads about 0.5 here, whatever side the measured runs fell on."""
     rng = np.random.default_rng(seed)
     n = data["w_mse"].shape[0]
-    keys = [k for k in data if k.startswith("w_")] + ["seeds"]
+    scored = {k: data[k] for k in data if k.startswith("w_") or k == "seeds"}
     hits = dict.fromkeys(("equal_tailed", "gap", "mse", "all"), 0)
     for _ in range(draws):
-        idx = rng.integers(0, n, runs)
-        verdict = calibrated_verdict(aggregate({k: np.asarray(data[k])[idx] for k in keys}))
+        verdict = calibrated_verdict(aggregate(take_runs(scored, rng.integers(0, n, runs))))
         for k in hits:
             hits[k] += verdict[k]
     return {k: v / draws for k, v in hits.items()}

@@ -432,3 +432,28 @@ def test_bootstrap_meets_the_gap_as_often_as_the_binomial_says():
     assert b["gap"] == pytest.approx(p_met, abs=0.07)  # 3 s.e. of 400 draws
     assert b["all"] == b["gap"]
     assert b["equal_tailed"] == b["mse"] == 1.0
+
+
+held_out = _experiment("held_out")
+
+
+def test_held_out_judges_the_seeds_the_choice_was_made_on_apart_from_the_rest():
+    """Seeds 0-3 calibrated, seeds 4-5 with E's 50% level at 0.8: the first set meets all three
+    targets and its bootstrap gives the held-out pair 100% odds; the held-out pair misses the gap
+    by 0.30 (at E, 50%); a split that leaves a set empty names the flag."""
+    levels = np.array([0.5, 0.8, 0.9, 0.95])
+    data = synthetic([1e-4] * 6)
+    data["w_coverage_equal_tailed"][:] = 0.95
+    data["w_calibration"] = np.broadcast_to(levels[:, None], (6, 8, 4, 4)).copy()
+    data["w_calibration"][4:, :, 0, 0] = 0.8
+    chosen, held = held_out.split_by_seed(data, 4)
+    assert chosen["seeds"].tolist() == [0, 1, 2, 3] and held["seeds"].tolist() == [4, 5]
+    assert study.calibrated_verdict(study.aggregate(chosen))["all"]
+    assert study.calibration_gap(study.aggregate(held)) == pytest.approx(0.3)
+    text = "\n".join(held_out.held_out_lines("row", data, 4))
+    assert "## Seeds 0-3 (chosen on, 4 runs)" in text
+    assert "## Seeds 4-5 (held out, 2 runs)" in text
+    assert "= 0.300 (E at 50%" in text and "**missed**" in text
+    assert "all three 100% of the time" in text
+    with pytest.raises(SystemExit, match="--held-out-from 6 leaves a set empty"):
+        held_out.split_by_seed(data, 6)
