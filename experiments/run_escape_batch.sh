@@ -140,3 +140,12 @@ $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_after --seeds 20 --workers 2
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop100_after --seeds 30 --workers 2
 $py experiments/per_run_calibration.py explore_N50000_buffer50000_m10_drop100_after explore_N50000_buffer50000_m10_drop150_after explore_N50000_buffer50000_m5_drop100_after explore_N50000_buffer50000_m5_drop300_after explore_N50000_buffer50000_m5_drop100_actin
+# fifteenth session: ten afterstate chains at a last step of 1/150 to 30 runs (seeds 0-29, the
+# seeds the step was chosen on), then seeds 30-49 held out; the paired change against 1/100; the
+# verdict on each set of seeds
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop150_after --seeds 20 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop150_after --seeds 30 --workers 2
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop150_after --seeds 50 --workers 2
+$py experiments/per_run_calibration.py explore_N50000_buffer50000_m10_drop100_after explore_N50000_buffer50000_m10_drop150_after explore_N50000_buffer50000_m5_drop100_after explore_N50000_buffer50000_m5_drop300_after explore_N50000_buffer50000_m5_drop100_actin --paired explore_N50000_buffer50000_m10_drop100_after explore_N50000_buffer50000_m10_drop150_after
+$py experiments/held_out.py explore_N50000_buffer50000_m10_drop150_after --held-out-from 30
+$py experiments/escape_study.py --aggregate-only
