@@ -304,7 +304,9 @@ def configs() -> dict[str, tuple[dict, int]]:
     # - a smaller last step (1/300) narrows it: it is the sampler's law at its last step; ten
     #   chains at 1/150, chosen between 1/100 (over-covers over 30 runs) and 1/300 (under-covers),
     #   meet the calibrated targets on the 30 seeds that chose them; seeds 30 and up are held
-    #   out (experiments/held_out.py)
+    #   out (experiments/held_out.py); they over-cover, and over all 50 seeds the row misses
+    #   narrowly (the spec's trimmed mean drops the runs whose error is large, which lifts it);
+    #   1/225 is the next step down by the same factor (sixteenth session, prediction in RESULTS.md)
     early = ((50_000, 0.1), (60_000, 1 / 30), (70_000, 0.01))
     after_rows = {
         "m5_drop100_move": dict(num_chains=5, model="sarsa_move_input_spike_slab"),
@@ -317,6 +319,7 @@ def configs() -> dict[str, tuple[dict, int]]:
         "m5_drop100_after_temp0.5": dict(num_chains=5, temperature=0.5),
         "m5_drop300_after": dict(num_chains=5, step_size_drops=(*late, (88_000, 1 / 300))),
         "m10_drop150_after": dict(num_chains=10, step_size_drops=(*late, (88_000, 1 / 150))),
+        "m10_drop225_after": dict(num_chains=10, step_size_drops=(*late, (88_000, 1 / 225))),
     }
     for suffix, knobs in after_rows.items():
         model = knobs.pop("model", "sarsa_afterstate_spike_slab")
