@@ -14,7 +14,13 @@ geometric-mean ratios of width and RMSE. Runs of two rows on one seed share thei
 to where the rows' knobs differ, their history, so this is much sharper than comparing the rows'
 means (a knob applied only after stage 88 000 moves every run by about the same amount).
 
-    .venv/bin/python experiments/per_run_calibration.py ROW [ROW ...] [--paired A B]
+With ``--project A B`` it predicts a row C that is to B what B is to A (the same knob moved by
+the same factor once more), before C is run: each of B's runs moves by its own seed's change
+from A, window by window (coverages, curve), or by the mean change where A lacks the seed, its
+width and MSE by the paired geometric-mean ratios; the targets' verdict on the projected runs
+and a bootstrap of it go to ``projected_B.md``. It assumes the knob's effect does not shrink.
+
+    .venv/bin/python experiments/per_run_calibration.py [ROW ...] [--paired A B] [--project A B]
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ import numpy as np
 from lktd_ppl.metrics import LEVELS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from escape_study import LAST_WINDOWS, load_runs  # noqa: E402
+from escape_study import (  # noqa: E402
+    LAST_WINDOWS,
+    aggregate,
+    bootstrap_calibrated,
+    calibrated_lines,
+    load_runs,
+)
 
 OUT = Path(__file__).resolve().parent / "results" / "escape"
 Z95 = 3.92  # a Gaussian's 95% interval is 3.92 sd wide
@@ -74,6 +86,41 @@ def paired(a: list[dict], b: list[dict]) -> dict:
     return out
 
 
+SHIFTED = ("w_coverage", "w_coverage_equal_tailed", "w_calibration")
+
+
+def project(a: dict, b: dict) -> dict:
+    """B's runs moved once more by the change from A to B (see the module's docstring): a row's
+    data, as ``load_runs`` gives it, with coverages clipped to [0, 1]."""
+    p = paired(per_run(a), per_run(b))
+    seeds_a = np.asarray(a["seeds"]).tolist()
+    seeds_b = np.asarray(b["seeds"]).tolist()
+    common = [(seeds_a.index(s), j) for j, s in enumerate(seeds_b) if s in seeds_a]
+    out = dict(b)
+    for key in SHIFTED:
+        change = {j: b[key][j] - a[key][i] for i, j in common}
+        mean = np.mean(list(change.values()), axis=0)
+        moved = [b[key][j] + change.get(j, mean) for j in range(len(seeds_b))]
+        out[key] = np.clip(np.array(moved), 0.0, 1.0)
+    out["w_width"] = b["w_width"] * p["width_ratio"]
+    out["w_mse"] = b["w_mse"] * p["rmse_ratio"] ** 2
+    return out
+
+
+def projected_lines(name_a: str, name_b: str, data: dict) -> list[str]:
+    s = aggregate(data)
+    s["bootstrap"] = {runs: bootstrap_calibrated(data, runs) for runs in (20, 50, 100)}
+    return [
+        f"# Projected: the next step after {name_b} (from {name_a} to {name_b}, once more)",
+        "",
+        "Made by `.venv/bin/python experiments/per_run_calibration.py --project "
+        f"{name_a} {name_b}`, over {len(data['seeds'])} projected runs (the method is in the "
+        "script's docstring).",
+        "",
+        *calibrated_lines("projected", s),
+    ]
+
+
 def paired_lines(name_a: str, name_b: str, p: dict) -> list[str]:
     def fmt(m: np.ndarray, se: np.ndarray) -> str:
         return "/".join(f"{v:+.3f} ({e:.3f})" for v, e in zip(m, se, strict=True))
@@ -91,12 +138,33 @@ def paired_lines(name_a: str, name_b: str, p: dict) -> list[str]:
     ]
 
 
+def _load(name: str) -> dict:
+    data = load_runs(OUT, name)
+    if data is None:
+        raise SystemExit(f"per_run_calibration: no runs of {name!r} under {OUT / 'runs'}")
+    return data
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("rows", nargs="+", help="study rows (runs/ folder names)")
+    ap.add_argument("rows", nargs="*", help="study rows (runs/ folder names)")
     ap.add_argument("--paired", nargs=2, metavar=("A", "B"), help="compare B with A seed by seed")
+    ap.add_argument(
+        "--project", nargs=2, metavar=("A", "B"), help="predict the step after B (see above)"
+    )
     ap.add_argument("--out", type=Path, default=OUT / "per_run_calibration.md")
     args = ap.parse_args(argv)
+    if args.project:
+        a, b = (_load(name) for name in args.project)
+        lines = projected_lines(*args.project, project(a, b))
+        out = OUT / f"projected_{args.project[1]}.md"
+        out.write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        print(f"wrote {out}")
+    if not args.rows:
+        if not args.project:
+            ap.error("name at least one row, or --project A B")
+        return 0
     levels = "/".join(f"{lv:.0%}" for lv in LEVELS)
     lines = [
         "# Per run: the interval's width against the run's own error",
@@ -111,10 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     runs = {}
     for name in dict.fromkeys([*args.rows, *(args.paired or [])]):
-        data = load_runs(OUT, name)
-        if data is None:
-            raise SystemExit(f"per_run_calibration: no runs of {name!r} under {OUT / 'runs'}")
-        runs[name] = per_run(data)
+        runs[name] = per_run(_load(name))
     for name in args.rows:
         for r in runs[name]:
             lines.append(

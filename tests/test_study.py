@@ -457,3 +457,23 @@ def test_held_out_judges_the_seeds_the_choice_was_made_on_apart_from_the_rest():
     assert "all three 100% of the time" in text
     with pytest.raises(SystemExit, match="--held-out-from 6 leaves a set empty"):
         held_out.split_by_seed(data, 6)
+
+
+def test_projection_moves_each_run_by_its_own_seeds_change_once_more():
+    """project: B's seeds 0 and 1 moved by their own change from A (+0.03, +0.05 on the
+    equal-tailed column), seed 2 (not in A) by the mean change (+0.04, clipped at 1); widths
+    and RMSE scaled by the paired ratios again (width 0.04 -> 0.02 -> 0.01, MSE 4e-4 -> 1e-4 ->
+    2.5e-5)."""
+    a = synthetic([4e-4] * 2)
+    b = synthetic([1e-4] * 3)
+    a["w_width"][:], b["w_width"][:] = 0.04, 0.02
+    a["w_coverage_equal_tailed"][:] = 0.90
+    for seed, et in enumerate((0.93, 0.95, 0.99)):
+        b["w_coverage_equal_tailed"][seed] = et
+    p = per_run_cal.project(a, b)
+    assert p["w_coverage_equal_tailed"][:, 0, 0] == pytest.approx([0.96, 1.0, 1.0])
+    assert p["w_coverage_equal_tailed"].shape == b["w_coverage_equal_tailed"].shape
+    assert p["w_calibration"] == pytest.approx(b["w_calibration"])  # no change from A to B
+    assert p["w_width"] == pytest.approx(np.full_like(b["w_width"], 0.01))
+    assert p["w_mse"] == pytest.approx(np.full_like(b["w_mse"], 2.5e-5))
+    assert b["w_coverage_equal_tailed"][0, 0, 0] == pytest.approx(0.93)  # B itself untouched
