@@ -149,3 +149,7 @@ $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop150
 $py experiments/per_run_calibration.py explore_N50000_buffer50000_m10_drop100_after explore_N50000_buffer50000_m10_drop150_after explore_N50000_buffer50000_m5_drop100_after explore_N50000_buffer50000_m5_drop300_after explore_N50000_buffer50000_m5_drop100_actin --paired explore_N50000_buffer50000_m10_drop100_after explore_N50000_buffer50000_m10_drop150_after
 $py experiments/held_out.py explore_N50000_buffer50000_m10_drop150_after --held-out-from 30
 $py experiments/escape_study.py --aggregate-only
+# sixteenth session: the prediction for a last step of 1/225 (written before any run finished),
+# then the row over seeds 0-49 in order (resumable; the count it reached is in table.md)
+$py experiments/per_run_calibration.py --project explore_N50000_buffer50000_m10_drop100_after explore_N50000_buffer50000_m10_drop150_after
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop225_after --seeds 50 --workers 2
