@@ -7,6 +7,10 @@ as the odds it gives the second before that ran, how often that many runs drawn 
 from it meet each target (``escape_study.bootstrap_calibrated``).
 
     .venv/bin/python experiments/held_out.py ROW --held-out-from K
+
+Before the held-out seeds run, ``--predict N`` writes what they should read: the median and 80%
+range of each target's reading over draws of N runs with replacement from the seeds below K
+(``predicted_ranges``), and the odds of meeting each target.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from escape_study import (  # noqa: E402
+    BOOTSTRAP_DRAWS,
     DEFAULT_OUT,
     aggregate,
     bootstrap_calibrated,
     calibrated_lines,
+    calibration_gap,
     load_runs,
     split_diverged,
     take_runs,
@@ -38,6 +44,58 @@ def split_by_seed(data: dict, first_held_out: int) -> tuple[dict, dict]:
             f"(the row's seeds run {seeds.min()}-{seeds.max()})"
         )
     return take_runs(data, seeds < first_held_out), take_runs(data, seeds >= first_held_out)
+
+
+def predicted_ranges(
+    data: dict, runs: int, draws: int = BOOTSTRAP_DRAWS, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """For ``runs`` runs drawn with replacement from ``data`` (``draws`` times): the 10th, 50th
+    and 90th percentiles of the equal-tailed 95% coverage per action (trimmed mean, shape
+    (3, 4)), of the largest calibration gap and of the MSE average (shape (3,) each)."""
+    rng = np.random.default_rng(seed)
+    n = len(data["seeds"])
+    scored = {k: data[k] for k in data if k.startswith("w_") or k == "seeds"}
+    et, gap, mse = [], [], []
+    for _ in range(draws):
+        s = aggregate(take_runs(scored, rng.integers(0, n, runs)))
+        et.append(s["coverage_equal_tailed"]["mean"])
+        gap.append(calibration_gap(s))
+        mse.append(float(np.nanmean(s["mse"]["mean"])))
+    q = [10, 50, 90]
+    return dict(
+        equal_tailed=np.nanpercentile(np.array(et), q, axis=0),
+        gap=np.nanpercentile(gap, q),
+        mse=np.nanpercentile(mse, q),
+    )
+
+
+def predicted_lines(name: str, data: dict, first_held_out: int, runs: int) -> list[str]:
+    """Markdown: what ``runs`` seeds from ``first_held_out`` on should read, predicted from the
+    seeds below it before any of them is read."""
+    below = np.asarray(data["seeds"]) < first_held_out
+    if not below.any():
+        raise SystemExit(
+            f"held_out: no seed below --held-out-from {first_held_out} to predict from"
+        )
+    chosen = take_runs(data, below)
+    seeds = np.asarray(chosen["seeds"])
+    r = predicted_ranges(chosen, runs)
+    odds = bootstrap_calibrated(chosen, runs)
+    et = r["equal_tailed"]
+    per_action = "/".join(f"{m:.3f} ({lo:.3f}-{hi:.3f})" for lo, m, hi in et.T)
+    return [
+        f"# {name}: predicted for {runs} held-out seeds from {first_held_out}",
+        "",
+        f"From seeds {seeds.min()}-{seeds.max()} ({len(seeds)} runs) alone: median (80% range) "
+        f"over {BOOTSTRAP_DRAWS} draws of {runs} runs with replacement.",
+        "",
+        f"- equal-tailed 95% coverage E/N/W/S: {per_action} (target 0.93-0.97 every action)",
+        f"- largest calibration gap: {r['gap'][1]:.3f} ({r['gap'][0]:.3f}-{r['gap'][2]:.3f}) "
+        "(target <= 0.05)",
+        f"- MSE average: {r['mse'][1]:.1e} ({r['mse'][0]:.1e}-{r['mse'][2]:.1e}) (target <= 5e-4)",
+        f"- odds of meeting the band {odds['equal_tailed']:.0%}, the gap {odds['gap']:.0%}, "
+        f"the MSE {odds['mse']:.0%}, all three {odds['all']:.0%}",
+    ]
 
 
 def held_out_lines(name: str, data: dict, first_held_out: int) -> list[str]:
@@ -64,6 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("row", help="a study row (runs/ folder name)")
     ap.add_argument("--held-out-from", type=int, required=True, help="the first held-out seed")
+    ap.add_argument(
+        "--predict",
+        type=int,
+        default=None,
+        metavar="N",
+        help="before the held-out seeds are read: predict what N of them should read",
+    )
     ap.add_argument("--results", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--out", type=Path, default=None, help="default RESULTS/held_out_<row>.md")
     args = ap.parse_args(argv)
@@ -73,15 +138,21 @@ def main(argv: list[str] | None = None) -> int:
     data, diverged = split_diverged(data)
     if data is None:
         raise SystemExit(f"held_out: every run of {args.row!r} diverged")
-    lines = held_out_lines(args.row, data, args.held_out_from)
+    if args.predict is not None:
+        lines = predicted_lines(args.row, data, args.held_out_from, args.predict)
+        flag = f" --predict {args.predict}"
+        default = f"predicted_{args.row}.md"
+    else:
+        lines = held_out_lines(args.row, data, args.held_out_from)
+        flag, default = "", f"held_out_{args.row}.md"
     if diverged:
         lines.append(f"\n{diverged} diverged run(s) left out.")
     made_by = (
         f"Made by `.venv/bin/python experiments/held_out.py {args.row} "
-        f"--held-out-from {args.held_out_from}` (last 5 windows of each run)."
+        f"--held-out-from {args.held_out_from}{flag}` (last 5 windows of each run)."
     )
     lines[1:1] = ["", made_by]
-    out = args.out or args.results / f"held_out_{args.row}.md"
+    out = args.out or args.results / default
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out}")

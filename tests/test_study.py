@@ -459,6 +459,31 @@ def test_held_out_judges_the_seeds_the_choice_was_made_on_apart_from_the_rest():
         held_out.split_by_seed(data, 6)
 
 
+def test_prediction_reads_only_the_seeds_below_the_held_out_ones():
+    """Seeds 0-1 err 1e-4 and 3e-4 (calibrated otherwise); seeds 2-3, held out, err 1e-2 and
+    miss the band. A draw of 2 runs from seeds 0-1 averages 1e-4, 2e-4 or 3e-4 with odds
+    1/4, 1/2, 1/4: the 10th/50th/90th percentiles are those three, the gap and the band stay at
+    their seeds' 0 and 0.95, and every target is met in every draw."""
+    levels = np.array([0.5, 0.8, 0.9, 0.95])
+    data = synthetic([1e-4, 3e-4, 1e-2, 1e-2])
+    data["w_coverage_equal_tailed"][:] = 0.95
+    data["w_coverage_equal_tailed"][2:] = 0.5
+    data["w_calibration"] = np.broadcast_to(levels[:, None], (4, 8, 4, 4)).copy()
+    r = held_out.predicted_ranges(data, 2, draws=50)
+    assert r["mse"][1] > 1e-3  # all four seeds in: the held-out ones count
+    below = study.take_runs(data, np.arange(4) < 2)
+    r = held_out.predicted_ranges(below, 2, draws=200)
+    assert r["mse"] == pytest.approx([1e-4, 2e-4, 3e-4])
+    assert r["gap"] == pytest.approx([0, 0, 0], abs=1e-12)
+    assert r["equal_tailed"] == pytest.approx(np.full((3, 4), 0.95))
+    text = "\n".join(held_out.predicted_lines("row", data, 2, 2))
+    assert "From seeds 0-1 (2 runs) alone" in text
+    assert "MSE average: 2.0e-04 (1.0e-04-3.0e-04)" in text
+    assert "all three 100%" in text
+    with pytest.raises(SystemExit, match="no seed below --held-out-from 0"):
+        held_out.predicted_lines("row", data, 0, 2)
+
+
 def test_projection_moves_each_run_by_its_own_seeds_change_once_more():
     """project: B's seeds 0 and 1 moved by their own change from A (+0.03, +0.05 on the
     equal-tailed column), seed 2 (not in A) by the mean change (+0.04, clipped at 1); widths
