@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         lines = held_out_lines(args.row, data, args.held_out_from)
         flag, default = "", f"held_out_{args.row}.md"
+    if args.out is not None:
+        flag += f" --out {args.out}"
     if diverged:
         lines.append(f"\n{diverged} diverged run(s) left out.")
     made_by = (
