@@ -153,3 +153,12 @@ $py experiments/escape_study.py --aggregate-only
 # then the row over seeds 0-49 in order (resumable; the count it reached is in table.md)
 $py experiments/per_run_calibration.py --project explore_N50000_buffer50000_m10_drop100_after explore_N50000_buffer50000_m10_drop150_after
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop225_after --seeds 50 --workers 2
+# seventeenth-eighteenth sessions: the prediction for held-out seeds 50-99 from seeds 0-49 alone
+# (written before any of them finished), the held-out seeds (stop rule: whatever finished by a
+# fixed time: seeds 50-81), the prediction for seeds 82-99 from seeds 0-81, the rest, the verdicts
+$py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 50 --predict 50
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop225_after --seeds 100 --workers 2
+$py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 50
+$py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 82 --predict 18 --out experiments/results/escape/predicted_explore_N50000_buffer50000_m10_drop225_after_seeds82-99.md
+$py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 82 --out experiments/results/escape/held_out_explore_N50000_buffer50000_m10_drop225_after_seeds82-99.md
+$py experiments/escape_study.py --aggregate-only
