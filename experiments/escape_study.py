@@ -408,6 +408,7 @@ def run_config(
     import jax
 
     from lktd_ppl.agents.harness import window_means
+    from lktd_ppl.metrics import final_cells
 
     folder = out / "runs" / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -428,7 +429,12 @@ def run_config(
         w = window_means(res)
         w_star = window_means(res, "metrics_qstar")
         m = res["config"]["evals_per_window"]
+        members = res["final"]["latest"].shape[1]
         for j, seed in enumerate(group):
+            f = res["final"]
+            cells = final_cells(
+                f["samples"][j], f["valid"][j], f["slot"][j], members, res["truth"].shape
+            )
             path = folder / f"seeds_{seed:03d}-{seed:03d}.npz"
             tmp = path.with_name(path.name + ".part")  # written whole, then renamed
             with open(tmp, "wb") as f:
@@ -443,6 +449,10 @@ def run_config(
                     backend=jax.default_backend(),
                     **{f"w_{k}": v[j : j + 1] for k, v in w.items()},
                     **{f"s_{k}": v[j : j + 1] for k, v in w_star.items()},
+                    # the last window per cell (``final_cells``) and what it is scored against
+                    **{f"c_{k}": v[None] for k, v in cells.items()},
+                    c_truth=res["truth"][None],
+                    c_mask=res["mask"][None],
                 )
             os.replace(tmp, path)
         print(

@@ -229,3 +229,21 @@ def chronological_samples(
     order = np.roll(np.arange(ring.shape[1]), shift)
     cols = order[np.asarray(valid)[order]]
     return np.asarray(ring)[:, cols].reshape(*shape, -1, members)
+
+
+def final_cells(
+    ring: np.ndarray, valid: np.ndarray, slot: int, members: int, shape: tuple[int, int]
+) -> dict[str, np.ndarray]:
+    """A run's last sample window per cell, small enough to keep beside its metrics.
+
+    ``mean`` (cells, A): the pooled mean; ``chain_mean`` (cells, A, members): each member's mean;
+    ``quantiles`` (len(PROBS), cells, A): the pooled quantiles at ``PROBS``, the same numbers the
+    run's last evaluation made its intervals from (so its coverage can be recomputed from them).
+    """
+    vals = chronological_samples(ring, valid, slot, members, shape)  # (cells, A, stages, members)
+    q = _quantiles_numpy(np.asarray(ring), np.asarray(valid), PROBS)
+    return {
+        "mean": vals.mean(axis=(2, 3)),
+        "chain_mean": vals.mean(axis=2),
+        "quantiles": q.reshape(len(PROBS), *shape),
+    }

@@ -9,7 +9,7 @@ from conftest import MODELS
 from lktd_ppl import diagnostics
 from lktd_ppl.agents.harness import EscapeConfig, epsilon_greedy, make_task
 from lktd_ppl.agents.lktd import LKTDAgentConfig, lktd_learner, make_lktd_train
-from lktd_ppl.metrics import interval_metrics
+from lktd_ppl.metrics import LEVELS, PROBS, final_cells, interval_metrics
 
 TASK = make_task(EscapeConfig())
 
@@ -49,6 +49,21 @@ def test_in_scan_metrics_equal_metrics_of_saved_samples(run_200k):
         last["coverage_equal_tailed"], ref["coverage_equal_tailed"], atol=1 / 90
     )
     np.testing.assert_allclose(last["calibration"], ref["calibration"], atol=1 / 90)
+
+
+def test_final_cells_give_the_last_evaluations_intervals(run_200k):
+    """The per-cell summary a study keeps with each run: its quantiles are the ones the last
+    evaluation scored, so the calibration curve recomputed from them is the in-scan one."""
+    f = run_200k["final"]
+    cells = final_cells(f["samples"][0], f["valid"][0], f["slot"][0], 1, (100, 4))
+    truth, mask = np.asarray(TASK.truth), np.asarray(TASK.mask)
+    q = dict(zip(PROBS, cells["quantiles"], strict=True))
+    covered = np.stack([(q[(1 - lv) / 2] < truth) & (truth < q[(1 + lv) / 2]) for lv in LEVELS])
+    curve = (covered & mask).sum(axis=1) / mask.sum(axis=0)  # (levels, A) over the legal cells
+    np.testing.assert_allclose(curve, run_200k["metrics"]["calibration"][0, -1], atol=1e-6)
+    samples = _ring_samples(f)
+    np.testing.assert_allclose(cells["mean"], samples.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cells["chain_mean"][..., 0], cells["mean"], atol=1e-6)
 
 
 def test_jax_metrics_equal_numpy_reference_while_filling():

@@ -89,6 +89,12 @@ def test_batched_seeds_are_written_one_file_per_seed_and_resume(tmp_path, capsys
     assert data["w_mse"].shape == (2, 2, 4) and np.isfinite(data["w_mse"][:, -1]).all()
     assert list(data["backend"]) == ["cpu", "cpu"]
     assert np.abs(data["w_mse"][0, -1] - data["w_mse"][1, -1]).max() > 0  # different seeds
+    # each run keeps its last window per cell: 8 quantiles, ordered, around the pooled mean
+    assert data["c_quantiles"].shape == (2, 8, 100, 4) and data["c_chain_mean"].shape[-1] == 1
+    q, mask = data["c_quantiles"], data["c_mask"][0]
+    assert (np.diff(q, axis=1)[:, :, mask] >= 0).all()
+    assert ((q[:, 0] <= data["c_mean"]) & (data["c_mean"] <= q[:, -1]))[:, mask].all()
+    np.testing.assert_allclose(data["c_truth"][0, 0, :2], [-8.5233, -8.5233], atol=1e-3)
 
 
 def test_seeds_covered_by_files_of_any_batch_size(tmp_path):
