@@ -875,6 +875,14 @@ def calibrated_lines(name: str, s: dict) -> list[str]:
         f"{ets['rows'] - ets['kept']} of {ets['rows']} windows fall outside the fences",
         f"-   {name}: MSE avg = {avg:.1e} (target <= 5e-4): {met(verdict['mse'])}",
     ]
+    if (ci := s.get("interval")) is not None:
+        et = "/".join(f"{lo:.3f}-{hi:.3f}" for lo, hi in ci["equal_tailed"].T)
+        out.append(
+            f"-   {name}: 95% bootstrap interval over these runs ({BOOTSTRAP_DRAWS} draws of as "
+            f"many runs with replacement): equal-tailed {et}, gap "
+            f"{ci['gap'][0]:.3f}-{ci['gap'][1]:.3f}, MSE {ci['mse_avg'][0]:.1e}-"
+            f"{ci['mse_avg'][1]:.1e}"
+        )
     for runs, b in s.get("bootstrap", {}).items():
         out.append(
             f"-   {name}: {runs} runs drawn with replacement from these ({BOOTSTRAP_DRAWS} "
@@ -887,6 +895,29 @@ def calibrated_lines(name: str, s: dict) -> list[str]:
 BOOTSTRAP_DRAWS = 1000
 
 
+def bootstrap_readings(
+    data: dict, runs: int, draws: int = BOOTSTRAP_DRAWS, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """The calibrated targets' readings on ``draws`` sets of ``runs`` runs drawn with replacement
+    from a row's runs: ``equal_tailed`` (draws, A) (trimmed mean), ``gap`` and ``mse`` (draws,),
+    and each target's verdict per draw (``calibrated_verdict``; bools, (draws,))."""
+    rng = np.random.default_rng(seed)
+    n = data["w_mse"].shape[0]
+    scored = {k: data[k] for k in data if k.startswith("w_") or k == "seeds"}
+    out: dict[str, list] = {
+        k: [] for k in ("equal_tailed", "gap", "mse_avg", "v_equal_tailed", "v_gap", "v_mse")
+    }
+    out["v_all"] = []
+    for _ in range(draws):
+        s = aggregate(take_runs(scored, rng.integers(0, n, runs)))
+        out["equal_tailed"].append(s["coverage_equal_tailed"]["mean"])
+        out["gap"].append(calibration_gap(s))
+        out["mse_avg"].append(float(np.nanmean(s["mse"]["mean"])))
+        for k, v in calibrated_verdict(s).items():
+            out[f"v_{k}"].append(v)
+    return {k: np.array(v) for k, v in out.items()}
+
+
 def bootstrap_calibrated(
     data: dict, runs: int, draws: int = BOOTSTRAP_DRAWS, seed: int = 0
 ) -> dict[str, float]:
@@ -894,15 +925,18 @@ def bootstrap_calibrated(
     target and all three (``calibrated_verdict``): the chance that a fresh set of that many seeds
     would, if the row's runs are a fair sample of its seeds. A verdict on the edge of a target
     reads about 0.5 here, whatever side the measured runs fell on."""
-    rng = np.random.default_rng(seed)
-    n = data["w_mse"].shape[0]
-    scored = {k: data[k] for k in data if k.startswith("w_") or k == "seeds"}
-    hits = dict.fromkeys(("equal_tailed", "gap", "mse", "all"), 0)
-    for _ in range(draws):
-        verdict = calibrated_verdict(aggregate(take_runs(scored, rng.integers(0, n, runs))))
-        for k in hits:
-            hits[k] += verdict[k]
-    return {k: v / draws for k, v in hits.items()}
+    r = bootstrap_readings(data, runs, draws, seed)
+    return {k: float(r[f"v_{k}"].mean()) for k in ("equal_tailed", "gap", "mse", "all")}
+
+
+def bootstrap_interval(data: dict, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> dict:
+    """The row's own readings of the calibrated targets with a 95% percentile interval over its
+    runs (as many drawn with replacement as it has): how well its runs pin down the value the
+    configuration would read over many seeds. (2, A) for ``equal_tailed``, (2,) for the rest."""
+    r = bootstrap_readings(data, data["w_mse"].shape[0], draws, seed)
+    return {
+        k: np.nanpercentile(r[k], [2.5, 97.5], axis=0) for k in ("equal_tailed", "gap", "mse_avg")
+    }
 
 
 def labelled_rows(names: list[str], summaries: dict, explore: int = 3) -> list[str]:
@@ -1137,6 +1171,7 @@ def main(argv: list[str] | None = None) -> int:
         if n in DQN_TYPE and "s_mse" in d:  # their targets converge to Q*: score them there too
             summaries[f"{n} vs Q*"] = aggregate(d, "s_")
     for n in nearest_calibrated(summaries, 1, min_runs=MIN_RUNS_CLOSEST):
+        summaries[n]["interval"] = bootstrap_interval(all_data[n])
         summaries[n]["bootstrap"] = {
             runs: bootstrap_calibrated(all_data[n], runs)
             for runs in (20, summaries[n]["runs"], 100)

@@ -27,8 +27,8 @@ from escape_study import (  # noqa: E402
     DEFAULT_OUT,
     aggregate,
     bootstrap_calibrated,
+    bootstrap_readings,
     calibrated_lines,
-    calibration_gap,
     load_runs,
     split_diverged,
     take_runs,
@@ -51,21 +51,15 @@ def predicted_ranges(
 ) -> dict[str, np.ndarray]:
     """For ``runs`` runs drawn with replacement from ``data`` (``draws`` times): the 10th, 50th
     and 90th percentiles of the equal-tailed 95% coverage per action (trimmed mean, shape
-    (3, 4)), of the largest calibration gap and of the MSE average (shape (3,) each)."""
-    rng = np.random.default_rng(seed)
-    n = len(data["seeds"])
-    scored = {k: data[k] for k in data if k.startswith("w_") or k == "seeds"}
-    et, gap, mse = [], [], []
-    for _ in range(draws):
-        s = aggregate(take_runs(scored, rng.integers(0, n, runs)))
-        et.append(s["coverage_equal_tailed"]["mean"])
-        gap.append(calibration_gap(s))
-        mse.append(float(np.nanmean(s["mse"]["mean"])))
+    (3, 4)), of the largest calibration gap and of the MSE average (shape (3,) each), and the
+    odds of meeting each target (``odds``, as ``escape_study.bootstrap_calibrated``)."""
+    r = bootstrap_readings(data, runs, draws, seed)
     q = [10, 50, 90]
     return dict(
-        equal_tailed=np.nanpercentile(np.array(et), q, axis=0),
-        gap=np.nanpercentile(gap, q),
-        mse=np.nanpercentile(mse, q),
+        equal_tailed=np.nanpercentile(r["equal_tailed"], q, axis=0),
+        gap=np.nanpercentile(r["gap"], q),
+        mse=np.nanpercentile(r["mse_avg"], q),
+        odds={k: float(r[f"v_{k}"].mean()) for k in ("equal_tailed", "gap", "mse", "all")},
     )
 
 
@@ -80,7 +74,7 @@ def predicted_lines(name: str, data: dict, first_held_out: int, runs: int) -> li
     chosen = take_runs(data, below)
     seeds = np.asarray(chosen["seeds"])
     r = predicted_ranges(chosen, runs)
-    odds = bootstrap_calibrated(chosen, runs)
+    odds = r["odds"]
     et = r["equal_tailed"]
     per_action = "/".join(f"{m:.3f} ({lo:.3f}-{hi:.3f})" for lo, m, hi in et.T)
     return [
@@ -129,12 +123,21 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="before the held-out seeds are read: predict what N of them should read",
     )
+    ap.add_argument(
+        "--seeds-below",
+        type=int,
+        default=None,
+        metavar="S",
+        help="only the row's seeds below S (a verdict made before the row ran further)",
+    )
     ap.add_argument("--results", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--out", type=Path, default=None, help="default RESULTS/held_out_<row>.md")
     args = ap.parse_args(argv)
     data = load_runs(args.results, args.row)
     if data is None:
         raise SystemExit(f"held_out: no runs of {args.row!r} under {args.results / 'runs'}")
+    if args.seeds_below is not None:
+        data = take_runs(data, np.asarray(data["seeds"]) < args.seeds_below)
     data, diverged = split_diverged(data)
     if data is None:
         raise SystemExit(f"held_out: every run of {args.row!r} diverged")
@@ -145,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         lines = held_out_lines(args.row, data, args.held_out_from)
         flag, default = "", f"held_out_{args.row}.md"
+    if args.seeds_below is not None:
+        flag += f" --seeds-below {args.seeds_below}"
     if args.out is not None:
         flag += f" --out {args.out}"
     if diverged:

@@ -158,7 +158,17 @@ $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop225
 # fixed time: seeds 50-81), the prediction for seeds 82-99 from seeds 0-81, the rest, the verdicts
 $py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 50 --predict 50
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop225_after --seeds 100 --workers 2
-$py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 50
-$py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 82 --predict 18 --out experiments/results/escape/predicted_explore_N50000_buffer50000_m10_drop225_after_seeds82-99.md
-$py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 82 --out experiments/results/escape/held_out_explore_N50000_buffer50000_m10_drop225_after_seeds82-99.md
+$py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 50 --seeds-below 82
+$py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 82 --predict 18 --seeds-below 100 --out experiments/results/escape/predicted_explore_N50000_buffer50000_m10_drop225_after_seeds82-99.md
+$py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 82 --seeds-below 100 --out experiments/results/escape/held_out_explore_N50000_buffer50000_m10_drop225_after_seeds82-99.md
+$py experiments/escape_study.py --aggregate-only
+# nineteenth session: seeds 50-99 as one held-out set of 50; the prediction for seeds 100-149 from
+# seeds 0-99 (written before any finished; the held-out set is what finished by 01:25 UTC); those
+# seeds, which keep their last window per cell; whether their misses are what calibrated
+# intervals with errors as correlated over the grid would give; the verdicts
+$py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 50 --seeds-below 100 --out experiments/results/escape/held_out_explore_N50000_buffer50000_m10_drop225_after_seeds50-99.md
+$py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 100 --predict 50 --out experiments/results/escape/predicted_explore_N50000_buffer50000_m10_drop225_after_seeds100+.md
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop225_after --seeds 150 --workers 2
+$py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 100 --out experiments/results/escape/held_out_explore_N50000_buffer50000_m10_drop225_after_seeds100+.md
+$py experiments/error_correlation.py explore_N50000_buffer50000_m10_drop225_after --from-seed 100
 $py experiments/escape_study.py --aggregate-only

@@ -508,3 +508,97 @@ def test_projection_moves_each_run_by_its_own_seeds_change_once_more():
     assert p["w_width"] == pytest.approx(np.full_like(b["w_width"], 0.01))
     assert p["w_mse"] == pytest.approx(np.full_like(b["w_mse"], 2.5e-5))
     assert b["w_coverage_equal_tailed"][0, 0, 0] == pytest.approx(0.93)  # B itself untouched
+
+
+def test_bootstrap_interval_is_the_mean_plus_minus_1_96_standard_errors():
+    """Forty runs whose 95% coverage follows a normal law (mean 0.95, sd 0.02; few windows
+    outside the fences): a resample of forty averages 0.95 with sd 0.02 / sqrt(40), so the 95%
+    interval is about 0.95 +- 0.0062; the MSE, constant, has a point interval."""
+    from statistics import NormalDist
+
+    data = synthetic([1e-4] * 40)
+    law = NormalDist(0.95, 0.02)
+    values = [law.inv_cdf((i + 0.5) / 40) for i in range(40)]
+    data["w_coverage_equal_tailed"][:] = np.array(values)[:, None, None]
+    ci = study.bootstrap_interval(data, draws=2000)
+    half = 1.96 * np.std(values) / np.sqrt(40)
+    assert ci["equal_tailed"][:, 0] == pytest.approx([0.95 - half, 0.95 + half], abs=0.0015)
+    assert ci["mse_avg"] == pytest.approx([1e-4, 1e-4])
+    lines = study.calibrated_lines("row", {**study.aggregate(data), "interval": ci})
+    assert any("95% bootstrap interval over these runs" in line for line in lines)
+
+
+def test_held_out_reads_only_the_seeds_below_a_bound(tmp_path):
+    """A row run further since a verdict: --seeds-below keeps the verdict's seeds (4 and 5 held
+    out, not 6 and 7) and says so in its Made-by line."""
+    data = synthetic([1e-4] * 6 + [5e-4] * 2)
+    folder = tmp_path / "runs" / "row"
+    folder.mkdir(parents=True)
+    for i in range(8):
+        run = {**study.take_runs(data, np.array([i])), "wall_time": 1.0}
+        np.savez(folder / f"seeds_{i:03d}-{i:03d}.npz", **run)
+    out = tmp_path / "v.md"
+    args = ["row", "--held-out-from", "4", "--seeds-below", "6", "--results", str(tmp_path)]
+    assert held_out.main([*args, "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "## Seeds 4-5 (held out, 2 runs)" in text and "--seeds-below 6" in text
+    assert "MSE avg = 1.0e-04" in text.split("## Seeds 4-5")[1]
+
+
+error_correlation = _experiment("error_correlation")
+
+
+def _mode_fields(rng, runs: int, n: int, modes: int, scale_sd: float = 0.0) -> np.ndarray:
+    """Fields that are sums of ``modes`` equal independent modes (orthogonal, unit mean square
+    over the n entries), each run's field times exp(scale_sd * N(0, 1))."""
+    basis = np.linalg.qr(rng.standard_normal((n, modes)))[0].T * np.sqrt(n / modes)
+    fields = rng.standard_normal((runs, modes)) @ basis
+    return fields * np.exp(scale_sd * rng.standard_normal((runs, 1)))
+
+
+def test_effective_modes_count_independent_entries_and_shared_modes():
+    """n independent entries read about n; a field of 4 equal independent modes about 4: the
+    pair average over runs is unbiased, so 40 runs suffice for 400 entries."""
+    rng = np.random.default_rng(0)
+    assert error_correlation.effective_modes(rng.standard_normal((40, 400))) == pytest.approx(
+        400, rel=0.15
+    )
+    assert error_correlation.effective_modes(_mode_fields(rng, 40, 400, 4)) == pytest.approx(
+        4, rel=0.25
+    )
+
+
+def test_calibrated_null_covers_at_the_nominal_levels_and_keeps_the_correlation():
+    rng = np.random.default_rng(1)
+    u = _mode_fields(rng, 40, 360, 5)
+    null = error_correlation.calibrated_null(u, 4000, rng)
+    cov = error_correlation.per_run_coverage(null, np.arange(360) % 4)
+    assert cov.shape == (4000, 4, 4)
+    np.testing.assert_allclose(cov.mean(axis=(0, 2)), [0.5, 0.8, 0.9, 0.95], atol=0.01)
+    assert error_correlation.effective_modes(null[:200]) == pytest.approx(5, rel=0.3)
+    # five modes: a calibrated run covers 95% of its entries only on average
+    assert np.percentile(cov[:, 3].mean(-1), 10) < 0.85
+
+
+def test_spread_test_flags_widths_that_do_not_follow_the_errors():
+    """Calibrated runs (their scale only the modes' luck) are not flagged; the same runs each
+    scaled by a log-normal factor of sd 0.5 (widths blind to the run's error) are."""
+    rng = np.random.default_rng(2)
+    for scale_sd, flagged in ((0.0, False), (0.5, True)):
+        z = _mode_fields(rng, 40, 360, 5, scale_sd)
+        u = z / error_correlation.run_scale(z)[:, None]
+        null = error_correlation.calibrated_null(u, 4000, rng)
+        measured, typical, p = error_correlation.spread_test(z, null, rng, sets=500)
+        assert (p < 0.01) == flagged, (scale_sd, measured, typical, p)
+
+
+def test_batch_odds_of_calibrated_independent_runs_are_near_certain():
+    """Runs with 360 independent entries, calibrated: a batch of 20 meets the band and the gap
+    nearly always (per-run coverage at 95% has sd 0.011); with 3 modes far less often."""
+    rng = np.random.default_rng(3)
+    actions = np.arange(360) % 4
+    indep = error_correlation.per_run_coverage(rng.standard_normal((500, 360)), actions)
+    assert error_correlation.batch_odds(indep, 20, 100, rng)["both"] >= 0.95
+    few = error_correlation.calibrated_null(_mode_fields(rng, 40, 360, 3), 500, rng)
+    few_cov = error_correlation.per_run_coverage(few, actions)
+    assert error_correlation.batch_odds(few_cov, 20, 100, rng)["both"] < 0.7
