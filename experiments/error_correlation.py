@@ -14,14 +14,20 @@ and only one is a fault of the intervals:
 This script tells them apart on runs that kept their last window per cell (the study's ``c_*``
 arrays, ``lktd_ppl.metrics.final_cells``). Per run it standardises the pooled mean's error at
 every legal (cell, action) by the 95% interval's Gaussian sd (half-width / 1.96): ``z``. Its
-run-level scale ``k`` = RMS of ``z`` is the run's RMSE / (width / 3.92). Divided by ``k``, the
-runs' fields ``u`` keep only their shape, whose correlation over the grid gives the number of
-independent modes ``n_eff = n^2 / E[(u_i . u_j)^2]`` (i != j: unbiased for any number of runs).
-The calibrated null draws fields with that correlation and unit variance at every entry, so its
-runs are calibrated by construction and differ from the measured ones only where the measured
-widths fail to follow the errors. Compared: the spread of ``k``, the per-run coverage, and how
-often a batch of 20/32/50/100 runs meets the calibrated targets (Gaussian intervals on both sides,
-five identical windows a run, MSE set to pass).
+run-level scale ``k`` = RMS of ``z`` is the run's RMSE / (width / 3.92). It reports
+
+- the field the runs share (their mean ``z``: calibrated runs share none) and how much of the
+  mean error the runs' own acting explains (``behaviour_q``: on-policy SARSA learns the Q of the
+  policy it acts by, which is not the spec's truth);
+- the number of independent modes of the error over the grid, ``n_eff = n^2 / E[(u_i . u_j)^2]``
+  over pairs of runs i != j of the fields ``u`` scaled to unit mean square (unbiased for any
+  number of runs);
+- two calibrated nulls, runs whose error is a draw from their own intervals' Gaussian by
+  construction: A with the measured fields' correlation over the grid, shared field included (as
+  if it were luck), B with the shared field taken out (as if its cause were corrected);
+- for the measured runs and both nulls: the spread of ``k``, the per-run coverage, and how often
+  a batch of 20/32/50/100 runs meets the calibrated targets (Gaussian intervals everywhere, five
+  identical windows a run, MSE set to pass).
 
     .venv/bin/python experiments/error_correlation.py ROW [--from-seed S] [--out FILE.md]
 """
@@ -29,12 +35,15 @@ five identical windows a run, MSE set to pass).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 
+from lktd_ppl.envs.escape import evaluation_mask, exit_cell
+from lktd_ppl.envs.truth import q_epsilon_greedy_of
 from lktd_ppl.metrics import LEVELS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,6 +53,7 @@ from escape_study import (  # noqa: E402
     LAST_WINDOWS,
     aggregate,
     calibrated_verdict,
+    take_runs,
 )
 
 Z = {lv: NormalDist().inv_cdf((1 + lv) / 2) for lv in LEVELS}  # two-sided Gaussian quantiles
@@ -56,14 +66,19 @@ def load_cells(results: Path, row: str, from_seed: int = 0) -> dict[str, np.ndar
     for f in sorted((results / "runs" / row).glob("seeds_*.npz")):
         with np.load(f) as d:
             if "c_mean" in d.files and int(d["seeds"][0]) >= from_seed:
-                parts.append({k: d[k] for k in ("seeds", "c_mean", "c_quantiles", "c_truth")})
+                keys = ("seeds", "c_mean", "c_chain_mean", "c_quantiles", "c_truth")
+                parts.append({k: d[k] for k in keys})
                 mask = d["c_mask"][0]
     if not parts:
         raise SystemExit(f"error_correlation: no run of {row!r} kept its cells (c_* arrays)")
     data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    escape = json.loads((results / "runs" / row / "config.json").read_text())["escape"]
     return dict(
         seeds=data["seeds"],
         mean=data["c_mean"],
+        chain_mean=data["c_chain_mean"],
+        gamma=escape["gamma"],
+        epsilon=escape["truth_epsilon"],
         quantiles=data["c_quantiles"],
         truth=data["c_truth"][0],
         mask=mask,
@@ -131,17 +146,20 @@ def batch_odds(
     coverage: np.ndarray, runs: int, draws: int, rng: np.random.Generator
 ) -> dict[str, float]:
     """How often ``runs`` runs drawn with replacement from ``coverage`` (runs, L, A) meet the
-    band and the gap (``escape_study.calibrated_verdict``)."""
+    band and the gap (``escape_study.calibrated_verdict``), and the median of the band's reading
+    (the trimmed mean of the equal-tailed 95% coverage, averaged over the actions)."""
     data = as_study_runs(coverage)
     n = len(coverage)
     hits = {"equal_tailed": 0, "gap": 0, "both": 0}
+    readings = []
     for _ in range(draws):
-        idx = rng.integers(0, n, runs)
-        v = calibrated_verdict(aggregate({k: x[idx] for k, x in data.items()}))
+        summary = aggregate(take_runs(data, rng.integers(0, n, runs)))
+        v = calibrated_verdict(summary)
+        readings.append(float(np.mean(summary["coverage_equal_tailed"]["mean"])))
         hits["equal_tailed"] += v["equal_tailed"]
         hits["gap"] += v["gap"]
         hits["both"] += v["equal_tailed"] and v["gap"]
-    return {k: h / draws for k, h in hits.items()}
+    return {k: h / draws for k, h in hits.items()} | {"reading": float(np.median(readings))}
 
 
 def spread_test(
@@ -158,63 +176,112 @@ def spread_test(
     return measured, float(np.median(sims)), float(np.mean(sims >= measured))
 
 
+def behaviour_q(chain_mean: np.ndarray, gamma: float, epsilon: float) -> np.ndarray:
+    """Exact Q (cells, A) of the policy a run acts by at its end, averaged over its chains: each
+    chain epsilon-greedy on its own mean Q-grid over the legal actions (Thompson sampling draws
+    one chain an episode). On-policy SARSA learns this, not the spec's truth (the epsilon-greedy
+    policy of the optimal actions), so ``behaviour_q - truth`` is the part of a run's error its
+    own acting explains."""
+    cells, _, members = chain_mean.shape
+    size = int(round(np.sqrt(cells)))
+    legal = evaluation_mask(size)
+    out = []
+    for i in range(members):
+        actions = np.where(legal, chain_mean[..., i], -np.inf).argmax(axis=1)
+        actions[exit_cell(size)] = -1
+        out.append(q_epsilon_greedy_of(actions, size, gamma, epsilon))
+    return np.mean(out, axis=0)
+
+
+def systematic_share(z: np.ndarray) -> float:
+    """The share of the runs' mean squared standardised error that is the field they share (the
+    mean over runs): 0 when every run errs its own way, 1 when all err alike."""
+    return float(np.sum(z.mean(axis=0) ** 2) / np.mean(np.sum(z**2, axis=1)))
+
+
 def report(row: str, cells: dict, draws: int = 1000, seed: int = 0) -> list[str]:
     rng = np.random.default_rng(seed)
     z, actions = standardized_errors(cells)
     k = run_scale(z)
-    u = z / k[:, None]
-    null = calibrated_null(u, 4000, rng)
-    cov, cov_null = per_run_coverage(z, actions), per_run_coverage(null, actions)
+    shared = z.mean(axis=0)
+    own = z - shared  # each run's error with the runs' shared field taken out
+    nulls = {
+        "null A": calibrated_null(z / k[:, None], 4000, rng),
+        "null B": calibrated_null(own / run_scale(own)[:, None], 4000, rng),
+    }
+    cov = {"measured": per_run_coverage(z, actions)}
+    cov |= {name: per_run_coverage(f, actions) for name, f in nulls.items()}
+    scale = {"measured": k} | {name: run_scale(f) for name, f in nulls.items()}
     i95 = LEVELS.index(0.95)
-    sd_m, sd_n, p = spread_test(z, null, rng)
-    seeds = cells["seeds"]
+    sd_m, sd_n, p = spread_test(z, nulls["null A"], rng)
+    seeds, mask = cells["seeds"], cells["mask"]
+    err = (cells["mean"] - cells["truth"])[:, mask]
+    behaviour = np.stack(
+        [
+            (behaviour_q(c, cells["gamma"], cells["epsilon"]) - cells["truth"])[mask]
+            for c in cells["chain_mean"]
+        ]
+    )
 
     def q(x) -> str:
         return "/".join(f"{v:.2f}" for v in np.percentile(x, [10, 50, 90]))
 
-    def curve(c) -> str:
-        return "/".join(f"{v:.3f}" for v in c.mean(axis=(0, 2)))
+    def three(f) -> str:
+        return ", ".join(f"{name} {f(name)}" for name in cov)
 
     lines = [
         f"# {row}: are the runs' misses what calibrated intervals would give?",
         "",
         f"Runs: seeds {seeds.min()}-{seeds.max()} ({len(seeds)} runs that kept their last window "
-        f"per cell); {z.shape[1]} legal (cell, action) entries per run. Gaussian intervals "
-        "(pooled mean +- z sd, sd = the 95% interval's half-width / 1.96) on both sides.",
+        f"per cell); {z.shape[1]} legal (cell, action) entries per run; z = the pooled mean's "
+        "error over the 95% interval's Gaussian sd (half-width / 1.96), and Gaussian intervals "
+        "(mean +- z sd) on every side below. Null A: runs calibrated by construction whose errors "
+        "have the measured runs' correlation over the grid, shared field included (as if it were "
+        "luck); null B: the same with the field the runs share taken out (as if its cause were "
+        "corrected).",
         "",
-        f"- independent modes of the error field over the grid: n_eff = "
-        f"{effective_modes(u):.1f} of {z.shape[1]} entries (the calibrated null's fields: "
-        f"{effective_modes(null[:200]):.1f})",
-        f"- k = RMSE / (width / 3.92), 10/50/90th percentiles over runs: measured {q(k)}, "
-        f"calibrated null {q(run_scale(null))}",
-        f"- sd of log k: measured {sd_m:.3f}, calibrated null {sd_n:.3f} (median over sets of "
-        f"{len(z)} runs); null sets at least as spread: {p:.3f}",
-        f"- per-run coverage at 95% (all actions), 10/50/90th percentiles: measured "
-        f"{q(cov[:, i95].mean(-1))}, calibrated null {q(cov_null[:, i95].mean(-1))}",
+        "## The error field",
+        "",
+        f"- shared by the runs: their mean z is {shared.mean():+.2f} (per action "
+        + "/".join(f"{shared[actions == i].mean():+.2f}" for i in range(len(ACTIONS)))
+        + f"), and {np.mean(err.mean(axis=1) < 0):.0%} of the runs err low on average; the "
+        f"shared field is {systematic_share(z):.0%} of the mean squared z",
+        f"- independent modes over the grid: n_eff = {effective_modes(z):.1f} of {z.shape[1]} "
+        f"entries, {effective_modes(own):.1f} once the shared field is taken out",
+        f"- the runs' acting explains {behaviour.mean() / err.mean():.0%} of their mean error: Q "
+        "of the policy each run acts by at its end (each chain epsilon-greedy on its own mean, "
+        f"exact by DP) sits {behaviour.mean():+.4f} from the truth on average, the runs' pooled "
+        f"means {err.mean():+.4f} (per run, correlation over the runs "
+        f"{np.corrcoef(behaviour.mean(axis=1), err.mean(axis=1))[0, 1]:+.2f})",
+        "",
+        "## Per run",
+        "",
+        "- k = RMSE / (width / 3.92), 10/50/90th percentiles: " + three(lambda n: q(scale[n])),
+        f"- sd of log k: measured {sd_m:.3f}, null A {sd_n:.3f} (median over sets of {len(z)} "
+        f"runs); null-A sets at least as spread: {p:.3f}",
+        "- coverage at 95% (all actions), 10/50/90th percentiles: "
+        + three(lambda n: q(cov[n][:, i95].mean(-1))),
         f"- curve averaged over runs and actions at {'/'.join(f'{lv:.0%}' for lv in LEVELS)}: "
-        f"measured {curve(cov)}, calibrated null {curve(cov_null)}",
+        + three(lambda n: "/".join(f"{v:.3f}" for v in cov[n].mean(axis=(0, 2)))),
         "",
-        f"How often a batch of runs drawn with replacement ({draws} draws) meets the band "
-        "(0.93-0.97 every action, trimmed mean) and the gap (<= 0.05), Gaussian intervals:",
+        "## Batches of runs",
         "",
-        "| runs | measured: band | gap | both | calibrated null: band | gap | both |",
-        "|---|---|---|---|---|---|---|",
+        f"How often a batch drawn with replacement ({draws} draws) meets the band (0.93-0.97 "
+        "every action, the spec's trimmed mean) / the gap (<= 0.05) / both, and the median "
+        "band reading (averaged over the actions):",
+        "",
+        "| runs | " + " | ".join(cov) + " |",
+        "|---|" + "---|" * len(cov),
     ]
     for runs in BATCHES:
-        m = batch_odds(cov, runs, draws, rng)
-        c = batch_odds(cov_null, runs, draws, rng)
-        lines.append(
-            f"| {runs} | {m['equal_tailed']:.0%} | {m['gap']:.0%} | {m['both']:.0%} | "
-            f"{c['equal_tailed']:.0%} | {c['gap']:.0%} | {c['both']:.0%} |"
-        )
-    per_action = cov[:, i95].mean(0)
-    lines += [
-        "",
-        "Measured per action at 95%: "
-        + ", ".join(f"{a} {v:.3f}" for a, v in zip(ACTIONS, per_action, strict=True))
-        + "; mean z per action (a shared bias): "
-        + ", ".join(f"{a} {z[:, actions == i].mean():+.2f}" for i, a in enumerate(ACTIONS)),
-    ]
+        cells_ = []
+        for c in cov.values():
+            o = batch_odds(c, runs, draws, rng)
+            cells_.append(
+                f"{o['equal_tailed']:.0%} / {o['gap']:.0%} / {o['both']:.0%} "
+                f"(band {o['reading']:.3f})"
+            )
+        lines.append(f"| {runs} | " + " | ".join(cells_) + " |")
     return lines
 
 

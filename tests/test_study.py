@@ -602,3 +602,34 @@ def test_batch_odds_of_calibrated_independent_runs_are_near_certain():
     few = error_correlation.calibrated_null(_mode_fields(rng, 40, 360, 3), 500, rng)
     few_cov = error_correlation.per_run_coverage(few, actions)
     assert error_correlation.batch_odds(few_cov, 20, 100, rng)["both"] < 0.7
+
+
+def test_behaviour_q_is_the_truth_when_the_chains_act_optimally():
+    """Chains whose mean Q-grid prefers the spec's optimal action act by the truth's policy, so
+    their Q is the truth (Q(0,0,E) = -8.5233); a second chain that prefers N everywhere it can
+    adds its own policy's Q, and the two are averaged."""
+    from lktd_ppl.envs import truth
+
+    best = truth.optimal_actions(10)
+    grid = np.zeros((100, 4))
+    grid[np.flatnonzero(best >= 0), best[best >= 0]] = 1.0
+    q = error_correlation.behaviour_q(grid[..., None], 0.9, 0.01)
+    np.testing.assert_allclose(q, truth.q_epsilon_greedy(10), atol=1e-12, equal_nan=True)
+    assert q[0, 0] == pytest.approx(-8.5233, abs=1e-4)
+    north = np.zeros((100, 4))
+    north[:, 1] = 1.0  # N where it is legal, else the first legal action
+    legal = truth.evaluation_mask(10)
+    acts = np.where(legal[:, 1], 1, np.where(legal, 0.0, -np.inf).argmax(axis=1))
+    acts[truth.exit_cell(10)] = -1
+    two = error_correlation.behaviour_q(np.stack([grid, north], axis=-1), 0.9, 0.01)
+    np.testing.assert_allclose(
+        two, (truth.q_epsilon_greedy(10) + truth.q_epsilon_greedy_of(acts)) / 2, equal_nan=True
+    )
+    diff = two - truth.q_epsilon_greedy(10)  # N-first is no better anywhere, worse on average
+    assert np.nanmax(diff) <= 1e-12 and np.nanmean(diff) < -1e-3
+
+
+def test_systematic_share_is_one_for_a_shared_error_and_zero_for_opposite_ones():
+    field = np.random.default_rng(4).standard_normal(50)
+    assert error_correlation.systematic_share(np.stack([field] * 3)) == pytest.approx(1.0)
+    assert error_correlation.systematic_share(np.stack([field, -field])) == pytest.approx(0.0)
