@@ -290,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("row", help="a study row (runs/ folder name)")
     ap.add_argument("--from-seed", type=int, default=0, help="only seeds from this one on")
     ap.add_argument("--results", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--out", type=Path, default=None, help="default RESULTS/error_correlation.md")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="default RESULTS/error_correlation_<row>.md"
+    )
     args = ap.parse_args(argv)
     lines = report(args.row, load_cells(args.results, args.row, args.from_seed))
     flag = f" --from-seed {args.from_seed}" if args.from_seed else ""
@@ -300,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Made by `.venv/bin/python experiments/error_correlation.py {args.row}{flag}`.",
     ]
-    out = args.out or args.results / "error_correlation.md"
+    out = args.out or args.results / f"error_correlation_{args.row}.md"
     out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"wrote {out}")

@@ -320,7 +320,7 @@ def configs() -> dict[str, tuple[dict, int]]:
         "m5_drop300_after": dict(num_chains=5, step_size_drops=(*late, (88_000, 1 / 300))),
         "m10_drop150_after": dict(num_chains=10, step_size_drops=(*late, (88_000, 1 / 150))),
         "m10_drop225_after": dict(num_chains=10, step_size_drops=(*late, (88_000, 1 / 225))),
-        # nineteenth session: the 1/225 row's runs err low in common (error_correlation.md);
+        # nineteenth session: the 1/225 row's runs err low in common (error_correlation_*.md);
         # the same ten chains at the full step to the end say whether the drops make that
         "m10_nodrop_after": dict(num_chains=10, step_size_drops=()),
     }

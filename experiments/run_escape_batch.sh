@@ -171,4 +171,8 @@ $py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_drop225_after --seeds 150 --workers 2
 $py experiments/held_out.py explore_N50000_buffer50000_m10_drop225_after --held-out-from 100 --out experiments/results/escape/held_out_explore_N50000_buffer50000_m10_drop225_after_seeds100+.md
 $py experiments/error_correlation.py explore_N50000_buffer50000_m10_drop225_after --from-seed 100
+# the same ten afterstate chains at the full step to the end (no drops): do the drops make the
+# 1/225 row's shared low error?
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_nodrop_after --seeds 10 --workers 2 --no-aggregate
+$py experiments/error_correlation.py explore_N50000_buffer50000_m10_nodrop_after
 $py experiments/escape_study.py --aggregate-only
