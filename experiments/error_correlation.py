@@ -54,6 +54,7 @@ from escape_study import (  # noqa: E402
     aggregate,
     calibrated_verdict,
     take_runs,
+    write_report,
 )
 
 Z = {lv: NormalDist().inv_cdf((1 + lv) / 2) for lv in LEVELS}  # two-sided Gaussian quantiles
@@ -298,14 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     flag = f" --from-seed {args.from_seed}" if args.from_seed else ""
     if args.out is not None:
         flag += f" --out {args.out}"
-    lines[1:1] = [
-        "",
-        f"Made by `.venv/bin/python experiments/error_correlation.py {args.row}{flag}`.",
-    ]
-    out = args.out or args.results / f"error_correlation_{args.row}.md"
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"wrote {out}")
+    made_by = f"Made by `.venv/bin/python experiments/error_correlation.py {args.row}{flag}`."
+    write_report(lines, made_by, args.out or args.results / f"error_correlation_{args.row}.md")
     return 0
 
 

@@ -895,6 +895,15 @@ def calibrated_lines(name: str, s: dict) -> list[str]:
     return out
 
 
+def write_report(lines: list[str], made_by: str, out: Path) -> None:
+    """Markdown ``lines`` (a title first) with ``made_by`` under the title: written to ``out``
+    and printed."""
+    text = "\n".join([lines[0], "", made_by, *lines[1:]])
+    out.write_text(text + "\n")
+    print(text)
+    print(f"wrote {out}")
+
+
 BOOTSTRAP_DRAWS = 1000
 
 

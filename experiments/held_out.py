@@ -32,6 +32,7 @@ from escape_study import (  # noqa: E402
     load_runs,
     split_diverged,
     take_runs,
+    write_report,
 )
 
 
@@ -158,11 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Made by `.venv/bin/python experiments/held_out.py {args.row} "
         f"--held-out-from {args.held_out_from}{flag}` (last 5 windows of each run)."
     )
-    lines[1:1] = ["", made_by]
-    out = args.out or args.results / default
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"wrote {out}")
+    write_report(lines, made_by, args.out or args.results / default)
     return 0
 
 
