@@ -174,5 +174,6 @@ $py experiments/error_correlation.py explore_N50000_buffer50000_m10_drop225_afte
 # the same ten afterstate chains at the full step to the end (no drops): do the drops make the
 # 1/225 row's shared low error?
 $py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_nodrop_after --seeds 10 --workers 2 --no-aggregate
+$py experiments/escape_study.py --configs explore_N50000_buffer50000_m10_nodrop_after --seeds 20 --workers 2 --no-aggregate
 $py experiments/error_correlation.py explore_N50000_buffer50000_m10_nodrop_after
 $py experiments/escape_study.py --aggregate-only
