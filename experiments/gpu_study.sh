@@ -3,16 +3,15 @@
 # about 9 minutes.  GPU_PROCS processes share the GPU (device memory allocated as needed, not
 # preallocated), each running GPU_CONFIG's missing seeds one at a time (--shard i/GPU_PROCS); the
 # cores left run CPU_CONFIGS (3 pinned workers per config, CPU_SEEDS seeds each).  Every process
-# stops a run projected to miss the deadline.  Run files land in $STUDY/runs/ as on this CPU; the
-# new ones are packed into $OUT/new_runs.tar, logs into $OUT/logs/.
+# stops a run projected to miss the deadline.  Run files land in $STUDY/runs/ one per seed, as on
+# this CPU (--no-aggregate leaves them unfolded); the new ones are packed into $OUT/new_runs.tar,
+# logs into $OUT/logs/.  Unpack the tar into the study folder here and run
+# `escape_study.py --aggregate-only`, which folds them into each row's compact runs.npz.
 #
 #   bash experiments/gpu_study.sh            (packages that machine lacks travel in .devpkgs/)
 #
-# Measured on an H200 (experiments/results/bench_escape_run.md): one process, one seed of the
-# 10-chain headline: 76-95 s per 1M-step run; one process with 86 seeds vmapped: 4.2 ms per env
-# step (1.7x one seed's throughput only).  Four processes sharing the GPU (2026-11-28): 384 s each
-# for one run, 96 s a run in all, as one process alone: sharing adds no throughput.  CPU workers
-# there ran a 10-chain run in 470-500 s that day (362-384 s before): give them SECS >= 540.
+# What one GPU process, several sharing the GPU, and CPU workers beside them achieve is measured
+# in experiments/results/bench_escape_run.md: size SECS, GPU_PROCS and CPU_CONFIGS from there.
 set -u
 SECS=${SECS:-520}
 GPU_CONFIG=${GPU_CONFIG:-lktd_N10000_m10}

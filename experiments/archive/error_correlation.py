@@ -29,7 +29,15 @@ run-level scale ``k`` = RMS of ``z`` is the run's RMSE / (width / 3.92). It repo
   a batch of 20/32/50/100 runs meets the calibrated targets (Gaussian intervals everywhere, five
   identical windows a run, MSE set to pass).
 
-    .venv/bin/python experiments/error_correlation.py ROW [--from-seed S] [--out FILE.md]
+    .venv/bin/python experiments/archive/error_correlation.py ROW [--from-seed S] [--out FILE.md]
+
+Archived: a one-off tool of the calibration search (experiments/archive/README.md).  The committed study keeps
+no per-cell fields (``c_*``): rerun the row's seeds into a folder of their own, which keeps its
+per-seed files, and point ``--results`` at it, e.g.
+
+    .venv/bin/python experiments/escape_study.py --configs ROW --seeds 150 --workers 2 \
+        --out /tmp/cells --no-aggregate
+    .venv/bin/python experiments/archive/error_correlation.py ROW --from-seed 100 --results /tmp/cells
 """
 
 from __future__ import annotations
@@ -47,14 +55,14 @@ from lktd_ppl.envs.truth import q_epsilon_greedy_of
 from lktd_ppl.metrics import LEVELS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from escape_study import (  # noqa: E402
+from held_out import DEFAULT_OUT, REPORTS, write_report  # noqa: E402
+
+from lktd_ppl.study.aggregate import (
     ACTIONS,
-    DEFAULT_OUT,
     LAST_WINDOWS,
     aggregate,
     calibrated_verdict,
     take_runs,
-    write_report,
 )
 
 Z = {lv: NormalDist().inv_cdf((1 + lv) / 2) for lv in LEVELS}  # two-sided Gaussian quantiles
@@ -299,8 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     flag = f" --from-seed {args.from_seed}" if args.from_seed else ""
     if args.out is not None:
         flag += f" --out {args.out}"
-    made_by = f"Made by `.venv/bin/python experiments/error_correlation.py {args.row}{flag}`."
-    write_report(lines, made_by, args.out or args.results / f"error_correlation_{args.row}.md")
+    made_by = (
+        f"Made by `.venv/bin/python experiments/archive/error_correlation.py {args.row}{flag}`."
+    )
+    write_report(lines, made_by, args.out or REPORTS / f"error_correlation_{args.row}.md")
     return 0
 
 

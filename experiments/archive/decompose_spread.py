@@ -11,11 +11,13 @@ over k of the m chains (every k-subset, or 20 drawn at random), scored at the ca
 table's first row is the pooled mean's signed error averaged over cells (an error the chains share
 keeps its sign over the cells, the chains' independent errors average out).
 
-    .venv/bin/python experiments/decompose_spread.py explore_N10000_m10_anneal1.5 --seed 7
-    .venv/bin/python experiments/decompose_spread.py --from-npz saved.npz   # samples kept before
-    .venv/bin/python experiments/decompose_spread.py --from-npz saved.npz --subsets
-    .venv/bin/python experiments/decompose_spread.py explore_N10000_m4 --set '{"step_size": 4.4e-5}'
-    .venv/bin/python experiments/decompose_spread.py --from-npz saved.npz --plot errors.png
+    .venv/bin/python experiments/archive/decompose_spread.py explore_N10000_m10_anneal1.5 --seed 7
+    .venv/bin/python experiments/archive/decompose_spread.py --from-npz saved.npz   # samples kept before
+    .venv/bin/python experiments/archive/decompose_spread.py --from-npz saved.npz --subsets
+    .venv/bin/python experiments/archive/decompose_spread.py explore_N10000_m4 --set '{"step_size": 4.4e-5}'
+    .venv/bin/python experiments/archive/decompose_spread.py --from-npz saved.npz --plot errors.png
+
+Archived: a one-off tool of the calibration search (experiments/archive/README.md).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from lktd_ppl.metrics import (  # LEVELS: the calibration levels of the study's 
     chronological_samples,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # escape_study.py's rows
 
 
 def run_samples(name: str, seed: int, changes: dict | None = None) -> dict:
@@ -42,10 +44,14 @@ def run_samples(name: str, seed: int, changes: dict | None = None) -> dict:
     ``changes``: fields set over the configuration's own (e.g. ``{"model": "file.py:fn"}``).
     """
     import jax
-    from escape_study import configs, make_train_for
+    from escape_study import rows
 
-    overrides, _ = configs()[name]
-    train, cfg = make_train_for({**overrides, **(changes or {})}, 1_000_000)
+    from lktd_ppl.study.runner import make_train_for
+
+    row = rows()[name]
+    train, cfg = make_train_for(
+        row.algo, row.preset, {**row.overrides, **(changes or {})}, 1_000_000
+    )
     res = train(jax.random.key(seed)[None], progress=False)
     f = res["final"]
     vals = chronological_samples(

@@ -20,11 +20,13 @@ sample sets (equal-tailed coverage at the study's levels, 95% width): with ``--f
 frozen phase takes its own step size (``--frozen-phases`` lowers it by degrees first), which shows
 how far the sampler's law at a step is from the posterior's.
 
-    .venv/bin/python experiments/frozen_buffer.py --seeds 7
-    .venv/bin/python experiments/frozen_buffer.py --seeds 0 1 2 3 --out RESULTS.md
-    .venv/bin/python experiments/frozen_buffer.py --seeds 0 --set '{"escape": {"buffer_size": 30000}}'
-    .venv/bin/python experiments/frozen_buffer.py --seeds 0 --warmup 120000 \
+    .venv/bin/python experiments/archive/frozen_buffer.py --seeds 7
+    .venv/bin/python experiments/archive/frozen_buffer.py --seeds 0 1 2 3 --out RESULTS.md
+    .venv/bin/python experiments/archive/frozen_buffer.py --seeds 0 --set '{"escape": {"buffer_size": 30000}}'
+    .venv/bin/python experiments/archive/frozen_buffer.py --seeds 0 --warmup 120000 \
         --frozen-phases 2.2e-6:40000,7e-7:40000 --frozen-set '{"step_size": 2.2e-7}'
+
+Archived: a one-off tool of the calibration search (experiments/archive/README.md).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # escape_study.py's rows
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
@@ -56,14 +59,16 @@ def run_final(
     ``windows``: also the pooled mean's MSE over the last w stages for each w (at most the run's
     ``sample_size``), under ``"window_mse"``.
     """
-    from escape_study import configs, make_train_for
+    from escape_study import rows
 
     from lktd_ppl.metrics import chronological_samples
+    from lktd_ppl.study.runner import make_train_for
 
-    overrides, _ = configs()[name]
+    row = rows()[name]
     changes = dict(changes or {})
-    escape = {**overrides.get("escape", {}), **changes.pop("escape", {})}
-    train, cfg = make_train_for({**overrides, **changes, "escape": escape}, steps)
+    escape = {**row.overrides.get("escape", {}), **changes.pop("escape", {})}
+    overrides = {**row.overrides, **changes, "escape": escape}
+    train, cfg = make_train_for(row.algo, row.preset, overrides, steps)
     res = train(jax.random.key(seed)[None], progress=False)
     state = res["state"]
     buffer = jax.tree.map(lambda a: np.asarray(a[0, 0]), state.replay.experience)

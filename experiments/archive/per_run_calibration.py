@@ -20,29 +20,25 @@ from A, window by window (coverages, curve), or by the mean change where A lacks
 width and MSE by the paired geometric-mean ratios; the targets' verdict on the projected runs
 and a bootstrap of it go to ``projected_B.md``. It assumes the knob's effect does not shrink.
 
-    .venv/bin/python experiments/per_run_calibration.py [ROW ...] [--paired A B] [--project A B]
+    .venv/bin/python experiments/archive/per_run_calibration.py [ROW ...] [--paired A B] [--project A B]
+
+Archived: a one-off tool of the calibration search (experiments/archive/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from lktd_ppl.metrics import LEVELS
+from lktd_ppl.study.aggregate import LAST_WINDOWS, aggregate, bootstrap_calibrated
+from lktd_ppl.study.data import load_runs
+from lktd_ppl.study.tables import calibrated_lines
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from escape_study import (  # noqa: E402
-    LAST_WINDOWS,
-    aggregate,
-    bootstrap_calibrated,
-    calibrated_lines,
-    load_runs,
-)
-
-OUT = Path(__file__).resolve().parent / "results" / "escape"
+RUNS = Path(__file__).resolve().parents[1] / "results" / "escape"  # the study's runs
+REPORTS = Path(__file__).resolve().parent / "results"
 Z95 = 3.92  # a Gaussian's 95% interval is 3.92 sd wide
 
 
@@ -113,7 +109,7 @@ def projected_lines(name_a: str, name_b: str, data: dict) -> list[str]:
     return [
         f"# Projected: the next step after {name_b} (from {name_a} to {name_b}, once more)",
         "",
-        "Made by `.venv/bin/python experiments/per_run_calibration.py --project "
+        "Made by `.venv/bin/python experiments/archive/per_run_calibration.py --project "
         f"{name_a} {name_b}`, over {len(data['seeds'])} projected runs (the method is in the "
         "script's docstring).",
         "",
@@ -139,9 +135,9 @@ def paired_lines(name_a: str, name_b: str, p: dict) -> list[str]:
 
 
 def _load(name: str) -> dict:
-    data = load_runs(OUT, name)
+    data = load_runs(RUNS, name)
     if data is None:
-        raise SystemExit(f"per_run_calibration: no runs of {name!r} under {OUT / 'runs'}")
+        raise SystemExit(f"per_run_calibration: no runs of {name!r} under {RUNS / 'runs'}")
     return data
 
 
@@ -152,12 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--project", nargs=2, metavar=("A", "B"), help="predict the step after B (see above)"
     )
-    ap.add_argument("--out", type=Path, default=OUT / "per_run_calibration.md")
+    ap.add_argument("--out", type=Path, default=REPORTS / "per_run_calibration.md")
     args = ap.parse_args(argv)
     if args.project:
         a, b = (_load(name) for name in args.project)
         lines = projected_lines(*args.project, project(a, b))
-        out = OUT / f"projected_{args.project[1]}.md"
+        out = REPORTS / f"projected_{args.project[1]}.md"
         out.write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         print(f"wrote {out}")
@@ -169,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Per run: the interval's width against the run's own error",
         "",
-        "Made by `.venv/bin/python experiments/per_run_calibration.py "
+        "Made by `.venv/bin/python experiments/archive/per_run_calibration.py "
         + " ".join(args.rows + (["--paired", *args.paired] if args.paired else []))
         + "` (last 5 windows of each run; the model is in the script's docstring). ratio = RMSE /"
         " (width / 3.92): about 1 where a Gaussian interval fits the run's errors.",

@@ -2,38 +2,51 @@
 
 A knob tuned on a row's seeds 0..K-1 is judged there on the seeds that tuned it, and so looks
 better than it is; seeds K and up, run after the choice, are the out-of-sample check. For each
-set this prints the three calibrated targets (``escape_study.calibrated_lines``); under the first,
+set this prints the three calibrated targets (``lktd_ppl.study.tables.calibrated_lines``); under the first,
 as the odds it gives the second before that ran, how often that many runs drawn with replacement
-from it meet each target (``escape_study.bootstrap_calibrated``).
+from it meet each target (``lktd_ppl.study.aggregate.bootstrap_calibrated``).
 
-    .venv/bin/python experiments/held_out.py ROW --held-out-from K
+    .venv/bin/python experiments/archive/held_out.py ROW --held-out-from K
 
 Before the held-out seeds run, ``--predict N`` writes what they should read: the median and 80%
 range of each target's reading over draws of N runs with replacement from the seeds below K
 (``predicted_ranges``), and the odds of meeting each target.
+
+Archived: a one-off tool of the calibration search (experiments/archive/README.md); it reads the
+study's runs under experiments/results/escape/runs/ through lktd_ppl.study and writes its report
+into experiments/archive/results/.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from escape_study import (  # noqa: E402
+from lktd_ppl.study.aggregate import (
     BOOTSTRAP_DRAWS,
-    DEFAULT_OUT,
     aggregate,
     bootstrap_calibrated,
     bootstrap_readings,
-    calibrated_lines,
-    load_runs,
     split_diverged,
     take_runs,
-    write_report,
 )
+from lktd_ppl.study.data import load_runs
+from lktd_ppl.study.tables import calibrated_lines
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE.parents[0] / "results" / "escape"  # the study's runs
+REPORTS = HERE / "results"
+
+
+def write_report(lines: list[str], made_by: str, out: Path) -> None:
+    """Markdown ``lines`` (a title first) with ``made_by`` under the title: written to ``out``
+    and printed."""
+    text = "\n".join([lines[0], "", made_by, *lines[1:]])
+    out.write_text(text + "\n")
+    print(text)
+    print(f"wrote {out}")
 
 
 def split_by_seed(data: dict, first_held_out: int) -> tuple[dict, dict]:
@@ -53,7 +66,7 @@ def predicted_ranges(
     """For ``runs`` runs drawn with replacement from ``data`` (``draws`` times): the 10th, 50th
     and 90th percentiles of the equal-tailed 95% coverage per action (trimmed mean, shape
     (3, 4)), of the largest calibration gap and of the MSE average (shape (3,) each), and the
-    odds of meeting each target (``odds``, as ``escape_study.bootstrap_calibrated``)."""
+    odds of meeting each target (``odds``, as ``bootstrap_calibrated``)."""
     r = bootstrap_readings(data, runs, draws, seed)
     q = [10, 50, 90]
     return dict(
@@ -132,7 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only the row's seeds below S (a verdict made before the row ran further)",
     )
     ap.add_argument("--results", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--out", type=Path, default=None, help="default RESULTS/held_out_<row>.md")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default experiments/archive/results/held_out_<row>.md",
+    )
     args = ap.parse_args(argv)
     data = load_runs(args.results, args.row)
     if data is None:
@@ -156,10 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     if diverged:
         lines.append(f"\n{diverged} diverged run(s) left out.")
     made_by = (
-        f"Made by `.venv/bin/python experiments/held_out.py {args.row} "
+        f"Made by `.venv/bin/python experiments/archive/held_out.py {args.row} "
         f"--held-out-from {args.held_out_from}{flag}` (last 5 windows of each run)."
     )
-    write_report(lines, made_by, args.out or args.results / default)
+    write_report(lines, made_by, args.out or REPORTS / default)
     return 0
 
 

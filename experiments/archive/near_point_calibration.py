@@ -20,7 +20,9 @@ It prints the curve for m = 2..40 in both limits and in between, the smallest ga
 over (m, shared, within), and fits (shared, within) to the curves the study measured, per action,
 so that one sees which knob could close the gap and which cannot.
 
-    .venv/bin/python experiments/near_point_calibration.py   # writes near_point_calibration.md
+    .venv/bin/python experiments/archive/near_point_calibration.py   # writes near_point_calibration.md
+
+Archived: a one-off tool of the calibration search (experiments/archive/README.md).
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ import numpy as np
 
 from lktd_ppl.metrics import LEVELS
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # escape_study.py's rows
 
-OUT = Path(__file__).resolve().parent / "results" / "escape"
+RUNS = Path(__file__).resolve().parents[1] / "results" / "escape"  # the study's runs
+REPORTS = Path(__file__).resolve().parent / "results"
 ACTIONS = "ENWS"
 _ACTIN = "explore_N50000_buffer50000_m{}_drop{}_actin"
 ROWS = tuple(_ACTIN.format(m, 100) for m in (2, 3, 5, 10)) + (
@@ -125,7 +128,7 @@ def chains(name: str) -> int:
     """The chain count of a study row."""
     import escape_study as es
 
-    return int(es.configs()[name][0].get("num_chains", 1))
+    return int(es.rows()[name].overrides.get("num_chains", 1))
 
 
 def fmt(v) -> str:
@@ -143,12 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SOURCE=TARGET",
         help="predict TARGET's curve from SOURCE's fit (the same settings, another chain count)",
     )
-    ap.add_argument("--out", type=Path, default=OUT / "near_point_calibration.md")
+    ap.add_argument("--out", type=Path, default=REPORTS / "near_point_calibration.md")
     args = ap.parse_args(argv)
     lines = [
         "# Near-point chains: the calibration curve their intervals can give",
         "",
-        "Made by `.venv/bin/python experiments/near_point_calibration.py` (the model is in its",
+        "Made by `.venv/bin/python experiments/archive/near_point_calibration.py` (the model is in its",
         f"docstring; Monte Carlo with {args.draws} draws per point, s.e. at most 0.004).",
         f"Levels {'/'.join(f'{lv:.0%}' for lv in LEVELS)}; gap: the largest distance from the",
         "diagonal. `shared` and `within` are in units of the chains' scatter about their centre.",
@@ -199,16 +202,17 @@ def main(argv: list[str] | None = None) -> int:
         "model curve | misfit |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    import escape_study as es
+    from lktd_ppl.study.aggregate import aggregate, split_diverged
+    from lktd_ppl.study.data import load_runs
 
     summaries: dict[str, dict] = {}
     fits: dict[str, list[tuple]] = {}
     for name in dict.fromkeys([*args.rows, *(p for t in args.transfer for p in t.split("="))]):
-        data = es.load_runs(OUT, name)
+        data = load_runs(RUNS, name)
         if data is None:
-            print(f"{name}: no runs in {OUT / 'runs' / name}, skipped", file=sys.stderr)
+            print(f"{name}: no runs in {RUNS / 'runs' / name}, skipped", file=sys.stderr)
             continue
-        summaries[name] = es.aggregate(es.split_diverged(data)[0])
+        summaries[name] = aggregate(split_diverged(data)[0])
         m = chains(name)
         fits[name] = [
             nearest(grid(m), summaries[name]["calibration_trimmed"][:, a]) for a in range(4)

@@ -1,0 +1,138 @@
+"""A study's command line: run the chosen rows' pending seeds (in this process, or in pinned
+worker processes), fold the per-seed files into each row's compact file, aggregate, and write the
+tables and plots.  A study script supplies its rows and calls :func:`main`.
+
+``--deadline-s S`` stops a batch projected (from its last window) to end more than S seconds from
+now (exit code 3): for a machine lent for a fixed time.
+
+``--workers W`` starts W processes that share the batches (process i takes every W-th batch, the
+``--shard i/W`` option), each pinned to its own core, and aggregates when they are done: one
+process per core finishes more runs per hour than seeds vmapped in one process
+(``experiments/results/bench_escape_run.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lktd_ppl.study.aggregate import summarise
+from lktd_ppl.study.data import compact_row, load_runs
+from lktd_ppl.study.plots import plots
+from lktd_ppl.study.runner import DeadlineError, Row, pin_to_core, run_row, worker_argv
+from lktd_ppl.study.tables import write_tables
+
+
+def parser(description: str, default_out: Path) -> argparse.ArgumentParser:
+    """The study command's options."""
+    ap = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawTextHelpFormatter
+    )
+    ap.add_argument("--configs", default="", help="comma-separated row names (default: all)")
+    ap.add_argument("--seeds", type=int, default=0, help="seeds per row (default: its full count)")
+    ap.add_argument("--batch", type=int, default=1, help="seeds vmapped per batch (default 1)")
+    ap.add_argument("--steps", type=int, default=1_000_000)
+    ap.add_argument("--out", type=Path, default=default_out)
+    ap.add_argument("--aggregate-only", action="store_true")
+    ap.add_argument("--workers", type=int, default=1, help="processes sharing the batches")
+    ap.add_argument("--shard", default="0/1", help="I/W: run every W-th batch from the I-th")
+    ap.add_argument(
+        "--no-aggregate",
+        action="store_true",
+        help="run, then stop (for workers); the per-seed files stay as they are",
+    )
+    ap.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="stop a batch projected (from its last window) to end later than this many seconds "
+        "from now; exit code 3",
+    )
+    return ap
+
+
+def run_workers(script: Path, argv: list[str], workers: int) -> int:
+    """``script`` with ``argv`` in ``workers`` pinned processes, shard i of W each, without
+    aggregating; 0 when all succeed."""
+    t = time.perf_counter()
+    base = [sys.executable, str(script), *worker_argv(argv), "--no-aggregate"]
+    procs = [
+        subprocess.Popen([*base, "--shard", f"{i}/{workers}"], preexec_fn=pin_to_core(i))
+        for i in range(workers)
+    ]
+    codes = [p.wait() for p in procs]
+    print(f"study: {workers} workers done in {time.perf_counter() - t:.0f} s")
+    if any(codes):
+        print(f"study: a worker failed (exit codes {codes})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def aggregate_study(rows: dict[str, Row], out: Path, q_star: set[str]) -> int:
+    """Folds every row's per-seed files into its compact file, then writes the tables and plots
+    of every row that has runs into ``out``; 1 when none has."""
+    for name in rows:
+        if (out / "runs" / name).is_dir():
+            compact_row(out / "runs" / name)
+    all_data = {n: d for n in rows if (d := load_runs(out, n)) is not None}
+    if not all_data:
+        print("study: no finished runs to aggregate", file=sys.stderr)
+        return 1
+    summaries, diverged = summarise(all_data, q_star)
+    write_tables(summaries, out, diverged)
+    plots(all_data, summaries, out)
+    print((out / "table.md").read_text())
+    return 0
+
+
+def main(
+    rows: dict[str, Row],
+    argv: list[str] | None,
+    *,
+    script: Path,
+    default_out: Path,
+    q_star: set[str],
+    description: str = __doc__,
+) -> int:
+    """The study over ``rows`` (name -> :class:`Row`) with command line ``argv`` (default
+    ``sys.argv[1:]``); ``script``: the study script (the worker processes run it again);
+    ``q_star``: the rows also scored against Q*."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser(description, default_out).parse_args(argv)
+    deadline = None if args.deadline_s is None else time.time() + args.deadline_s
+    shard = tuple(int(x) for x in args.shard.split("/"))
+    if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
+        print(f"study: --shard wants I/W with 0 <= I < W, got {args.shard}", file=sys.stderr)
+        return 2
+    chosen = [c for c in args.configs.split(",") if c] or list(rows)
+    unknown = [c for c in chosen if c not in rows]
+    if unknown:
+        print(f"study: unknown config(s) {unknown}; known: {', '.join(rows)}", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.aggregate_only and args.workers > 1:
+        if code := run_workers(script, argv, args.workers):
+            return code
+    elif not args.aggregate_only:
+        for name in chosen:
+            row = rows[name]
+            try:
+                run_row(
+                    name,
+                    row,
+                    args.seeds or row.seeds,
+                    args.batch,
+                    args.steps,
+                    args.out,
+                    shard,
+                    deadline,
+                )
+            except DeadlineError as e:
+                print(f"study: {e}", file=sys.stderr)
+                return 3
+    if args.no_aggregate:
+        return 0
+    return aggregate_study(rows, args.out, q_star)

@@ -1,0 +1,191 @@
+"""Running a study's rows: each row's pending seeds, resumable, in batches, sharded over worker
+processes, within a deadline.
+
+A row is (algorithm, preset, overrides, full seed count): its settings are the preset's
+(:mod:`lktd_ppl.presets`: every setting written out) with the overrides on top, the ``escape``
+settings merged key by key (:func:`row_settings`).  :func:`make_train_for` turns them into the
+algorithm's config and train function; it is the one place that dispatches on the algorithm.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from lktd_ppl.presets import preset
+from lktd_ppl.study.data import covered_seeds, write_seed_files
+
+
+class Row(NamedTuple):
+    """One configuration of a study: ``algo`` under preset ``preset`` with ``overrides`` (agent
+    settings; ``escape``: a dict of escape settings), run on seeds 0..``seeds``-1."""
+
+    algo: str
+    preset: str
+    overrides: dict
+    seeds: int
+
+
+def row_settings(algo: str, preset_name: str, overrides: dict) -> dict:
+    """The settings a row runs with: preset ``preset_name``'s for ``algo``, ``overrides`` on top,
+    the ``escape`` dicts merged key by key.  Unknown keys are refused."""
+    settings = preset(preset_name, algo)
+    changes = dict(overrides)
+    escape = changes.pop("escape", {})
+    unknown = sorted(set(changes) - set(settings)) + [
+        f"escape.{k}" for k in sorted(set(escape) - set(settings["escape"]))
+    ]
+    if unknown:
+        raise ValueError(
+            f"{algo} under preset {preset_name!r} has no setting(s) {', '.join(unknown)}"
+        )
+    return {**settings, **changes, "escape": {**settings["escape"], **escape}}
+
+
+def _model_spec(name: str) -> str:
+    """A model named ``FILE:function`` (a shipped model file, e.g. ``mlp_q:sarsa_spike_slab``)
+    as the path form ``path/to/FILE.py:function``; a path form is kept."""
+    from lktd_ppl.api import model_file
+
+    file, _, fn = name.rpartition(":")
+    if "/" in file or file.endswith(".py"):
+        return name
+    return f"{model_file(file + '.py')}:{fn}"
+
+
+def make_train_for(
+    algo: str, preset_name: str, overrides: dict, steps: int
+) -> tuple[Callable, Any]:
+    """(train function, config) of a row: its settings (:func:`row_settings`) with ``steps``
+    env steps, as the algorithm's config."""
+    from lktd_ppl.agents.harness import EscapeConfig
+
+    settings = row_settings(algo, preset_name, overrides)
+    escape = EscapeConfig(**{**settings.pop("escape"), "total_steps": steps})
+    if algo in ("lktd", "sgld", "sghmc"):
+        from lktd_ppl.agents.lktd import LKTDAgentConfig, make_lktd_train
+
+        settings["model"] = _model_spec(settings["model"])
+        cfg = LKTDAgentConfig(escape=escape, method=algo, **settings)
+        return make_lktd_train(cfg), cfg
+    import importlib
+
+    module = importlib.import_module(f"lktd_ppl.agents.{algo}")
+    cls = {
+        "dqn": "DQNConfig",
+        "bootdqn": "BootDQNConfig",
+        "qrdqn": "QRDQNConfig",
+        "kova": "KOVAConfig",
+    }
+    cfg = getattr(module, cls[algo])(**settings)
+    return getattr(module, f"make_{algo}_train")(cfg, escape), cfg
+
+
+class DeadlineError(RuntimeError):
+    """A batch would not finish before the study's deadline."""
+
+
+def window_log(name: str, steps: int, deadline: float | None) -> Callable[[str], None]:
+    """The per-window log line printer; with a deadline (a ``time.time()``), it stops a batch
+    whose projected end (its last window's duration times the windows left) falls after it."""
+    last = {"t": time.time(), "step": 0}
+
+    def log(line: str) -> None:
+        print(f"  {name} {line}", flush=True)
+        if deadline is None:
+            return
+        now, step = time.time(), int(line.split()[1])  # "step N ..."
+        first = last["step"] == 0  # the first window's time holds the compilation: not projected
+        per_step = (now - last["t"]) / max(step - last["step"], 1)
+        last.update(t=now, step=step)
+        if first:
+            return
+        end = now + per_step * (steps - step)
+        if end > deadline:
+            raise DeadlineError(
+                f"{name}: projected to end {end - deadline:.0f} s after the deadline "
+                f"(at step {step}); stopped"
+            )
+
+    return log
+
+
+def run_row(
+    name: str,
+    row: Row,
+    seeds: int,
+    batch: int,
+    steps: int,
+    out: Path,
+    shard: tuple[int, int] = (0, 1),
+    deadline: float | None = None,
+) -> None:
+    """Runs the seeds 0..seeds-1 of row ``name`` that have no run yet, ``batch`` seeds vmapped at a
+    time (this process: every shard[1]-th batch from the shard[0]-th), one file per seed under
+    ``out/runs/<name>/``, beside the row's settings (``config.json``).
+
+    ``deadline`` (a ``time.time()``): a batch projected to end after it is stopped with
+    :class:`DeadlineError` (:func:`window_log`)."""
+    import jax
+
+    folder = out / "runs" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    done = covered_seeds(folder)
+    pending = [s for s in range(seeds) if s not in done]
+    groups = [pending[i : i + batch] for i in range(0, len(pending), batch)]
+    train = None
+    for index, group in enumerate(groups):
+        if index % shard[1] != shard[0]:
+            continue
+        if train is None:
+            train, _ = make_train_for(row.algo, row.preset, row.overrides, steps)
+            settings = row_settings(row.algo, row.preset, row.overrides)
+            settings["escape"]["total_steps"] = steps
+            record = {"algo": row.algo, "preset": row.preset, **settings}
+            (folder / "config.json").write_text(json.dumps(record, indent=1))
+        keys = jax.numpy.stack([jax.random.key(s) for s in group])
+        t = time.perf_counter()
+        res = train(keys, progress=sys.stderr.isatty(), log=window_log(name, steps, deadline))
+        wall = time.perf_counter() - t
+        write_seed_files(folder, group, res, wall, jax.default_backend())
+        print(
+            f"{name}: seeds {group[0]}..{group[-1]} ({len(group)}) done in {wall:.0f} s "
+            f"on {jax.default_backend()} -> {folder}",
+            flush=True,
+        )
+
+
+def worker_argv(argv: list[str]) -> list[str]:
+    """The command line without --workers/--shard (and their values), for the worker processes."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--workers", "--shard"):
+            skip = True
+            continue
+        if a.startswith(("--workers=", "--shard=")):
+            continue
+        out.append(a)
+    return out
+
+
+def pin_to_core(i: int) -> Callable[[], None]:
+    """For worker i: run on core i only (when there are at least as many cores as workers).
+
+    Unpinned, the workers' threads (XLA's pool, the quantile sort's) migrate and contend (see
+    ``experiments/results/bench_escape_run.md``).  The sort's thread count follows the affinity
+    (:mod:`lktd_ppl.metrics`), so a pinned worker sorts on one thread."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+
+    def pin() -> None:
+        if cores:
+            os.sched_setaffinity(0, {cores[i % len(cores)]})
+
+    return pin

@@ -1,0 +1,152 @@
+"""The escape study's rows (experiments/escape_study.py) resolve to the settings their committed
+runs were made with, and the committed compact run data reproduce the committed table."""
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from lktd_ppl.study.runner import make_train_for, row_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results" / "escape"
+
+
+def _study():
+    spec = importlib.util.spec_from_file_location(
+        "escape_study", ROOT / "experiments/escape_study.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+study = _study()
+ROWS = study.rows()
+RECORDED = {n: RESULTS / "runs" / n / "config.json" for n in ROWS}
+RECORDED = {n: p for n, p in RECORDED.items() if p.is_file()}
+# settings a config.json may lack: it was written before the setting existed, and the setting's
+# value then was the one behaviour the code had.  The baselines' init_sd came with the official
+# initialisation; before it they had flax's (None), which their *_flax_init rows name.
+BEFORE_THE_FIELD = {
+    "dqn": {"init_sd": None},
+    "qrdqn": {"init_sd": None},
+    "bootdqn": {"init_sd": None},
+}
+
+
+def _plain(value):
+    """Tuples as lists, as JSON gives them back."""
+    return json.loads(json.dumps(value))
+
+
+def _model(name: str) -> str:
+    """A recorded model in the rows' form: "" was the paper's, ``models/mlp_q.py:X`` is ``mlp_q:X``."""
+    if name == "":
+        return "mlp_q:sarsa_spike_slab"
+    return name.replace("models/mlp_q.py:", "mlp_q:")
+
+
+def _defaults(cls) -> dict:
+    """A config class's field defaults (nested dataclass defaults as dicts)."""
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            v = f.default_factory()
+            out[f.name] = dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+    return out
+
+
+# one row per algorithm, each with settings beyond its preset's (a model, drops, a mask rule...)
+BUILT = (
+    "explore_N50000_buffer50000_m10_drop225_after",
+    "sgld_N10000_compat",
+    "sghmc_N10000_compat",
+    "dqn_flax_init",
+    "bootdqn_official_masks",
+    "qrdqn",
+    "kova",
+)
+
+
+@pytest.fixture(scope="module")
+def built() -> dict:
+    """The configs of the ``BUILT`` rows (make_train_for, 1M steps)."""
+    out = {}
+    for name in BUILT:
+        row = ROWS[name]
+        out[name] = make_train_for(row.algo, row.preset, row.overrides, 1_000_000)[1]
+    return out
+
+
+@pytest.fixture(scope="module")
+def config_classes(built) -> dict:
+    """The config class of every algorithm the rows use."""
+    classes = {ROWS[n].algo: type(cfg) for n, cfg in built.items()}
+    assert set(classes) == {row.algo for row in ROWS.values()}
+    return classes
+
+
+def test_every_row_resolves_to_the_settings_its_runs_recorded(config_classes):
+    """Every field of a row's committed config.json equals the row's resolved setting (the
+    algorithm for ``method``); a setting the file lacks equals the config class's default of
+    today (the default when the file was written), or the behaviour before the field existed."""
+    from lktd_ppl.agents.harness import EscapeConfig
+
+    assert len(RECORDED) >= 75, "the committed rows' config.json files"
+    escape_defaults = _defaults(EscapeConfig)
+    for name, path in RECORDED.items():
+        row = ROWS[name]
+        recorded = json.loads(path.read_text())
+        settings = _plain(row_settings(row.algo, row.preset, row.overrides))
+        defaults = {**_defaults(config_classes[row.algo]), **BEFORE_THE_FIELD.get(row.algo, {})}
+        for key, value in recorded.items():
+            if key in ("method", "algo"):
+                assert value == row.algo, (name, key)
+            elif key == "preset":
+                assert value == row.preset, name
+            elif key == "model":
+                assert _model(value) == settings["model"], name
+            elif key == "escape":
+                assert value == settings["escape"], name
+            else:
+                assert key in settings or value == defaults[key], (name, key)
+                assert value == settings.get(key, value), (name, key, value, settings.get(key))
+        for key in set(settings) - set(recorded) - {"escape"}:
+            assert settings[key] == _plain(defaults[key]), (name, key)
+        if "escape" not in recorded:  # the baselines' files hold their agent settings only
+            assert settings["escape"] == escape_defaults | {"total_steps": 1_000_000}, name
+
+
+def test_rows_build_the_recorded_configs(built):
+    """One row per algorithm built with today's classes equals its config.json field by field
+    (the model as the shipped file's path)."""
+    for name, cfg in built.items():
+        fields = _plain(dataclasses.asdict(cfg))
+        for key, value in json.loads((RESULTS / "runs" / name / "config.json").read_text()).items():
+            if key == "model":
+                assert fields[key].endswith("mlp_q.py:" + _model(value).split(":")[1]), name
+            else:
+                assert fields[key] == value, (name, key)
+
+
+def test_unknown_settings_are_refused():
+    with pytest.raises(ValueError, match="no setting.*pseudo_populaton.*escape.batch"):
+        row_settings("lktd", "paper", {"pseudo_populaton": 1.0, "escape": {"batch": 5}})
+
+
+def test_committed_runs_reproduce_the_committed_table_csv(tmp_path):
+    """Aggregating the committed compact run data writes the committed table.csv byte for byte."""
+    from lktd_ppl.study.aggregate import summarise
+    from lktd_ppl.study.data import load_runs
+    from lktd_ppl.study.tables import write_tables
+
+    all_data = {n: d for n in ROWS if (d := load_runs(RESULTS, n)) is not None}
+    q_star = {n for n, row in ROWS.items() if row.algo in study.Q_STAR_ALGOS}
+    summaries, diverged = summarise(all_data, q_star, bootstrap=False)
+    write_tables(summaries, tmp_path, diverged)
+    assert (tmp_path / "table.csv").read_text() == (RESULTS / "table.csv").read_text()
