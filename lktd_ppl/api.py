@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.resources
 import importlib.util
 import sys
 from collections.abc import Callable
@@ -12,32 +14,60 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lktd_ppl.filter import SamplerConfig, lktd, lktd_only_options_error, polynomial_schedule
+from lktd_ppl.filter import SamplerConfig, lktd, lktd_only_options_error
 from lktd_ppl.rng import standard_normal
 from lktd_ppl.samplers import sghmc, sgld
 from lktd_ppl.ssm import STAGE_KEY, Batch, ModelError, from_numpyro, leading_size
 
 KERNELS = {"lktd": lktd, "sgld": sgld, "sghmc": sghmc}
 NOISE_BLOCK = 50
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MODEL = "mlp_q:sarsa_spike_slab"  # the paper's network, prior and SARSA measurement
+
+
+def shipped_models() -> dict[str, Path]:
+    """The model files shipped with the package (the project's ``models/``), by name."""
+    folder = importlib.resources.files("lktd_ppl.models")
+    return {
+        Path(f.name).stem: Path(str(f))
+        for f in folder.iterdir()
+        if f.name.endswith(".py") and not f.name.startswith("_")
+    }
 
 
 def model_file(name: str) -> Path:
-    """Path of a model file shipped in the project's ``models/`` folder."""
-    path = MODELS_DIR / name
-    if not path.is_file():
-        raise ModelError(f"no shipped model file {name!r} in {MODELS_DIR}")
-    return path
+    """Path of a shipped model file, by name (``mlp_q`` or ``mlp_q.py``)."""
+    shipped = shipped_models()
+    stem = name.removesuffix(".py")
+    if stem not in shipped:
+        raise ModelError(
+            f"no shipped model {name!r}; shipped: {', '.join(sorted(shipped))} "
+            "(a file of your own: path/to/file.py:function)"
+        )
+    return shipped[stem]
+
+
+def resolve_model(spec: str) -> tuple[Path, str]:
+    """(file, function) of a model spec: ``NAME:function`` for a shipped model (no ``/``, no
+    ``.py``; e.g. ``mlp_q:sarsa_spike_slab``), else ``path/to/file.py:function``."""
+    path, sep, name = spec.rpartition(":")
+    if not sep or not path or not name:
+        raise ModelError(
+            f"model spec {spec!r} must look like path/to/file.py:function or, for a shipped "
+            f"model, NAME:function (shipped: {', '.join(sorted(shipped_models()))})"
+        )
+    if "/" not in path and "\\" not in path and not path.endswith(".py"):
+        return model_file(path), name
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ModelError(f"model file {path!r} does not exist")
+    return file, name
 
 
 def load_model(spec: str) -> Callable:
-    """Load ``path/to/file.py:function`` (a NumPyro model file); clear errors for bad specs."""
-    path, sep, name = spec.rpartition(":")
-    if not sep or not path or not name:
-        raise ModelError(f"model spec {spec!r} must look like path/to/file.py:function")
-    file = Path(path)
-    if not file.is_file():
-        raise ModelError(f"model file {path!r} does not exist")
+    """Load a NumPyro model: ``path/to/file.py:function``, or ``NAME:function`` for a model
+    shipped with the package (e.g. ``mlp_q:sarsa_spike_slab``); clear errors for bad specs."""
+    file, name = resolve_model(spec)
+    path = str(file)
     mod_name = f"lktd_user_model_{abs(hash(str(file.resolve())))}"
     module_spec = importlib.util.spec_from_file_location(mod_name, file)
     module = importlib.util.module_from_spec(module_spec)
@@ -64,21 +94,14 @@ def sample(
     data: Batch,
     *,
     key: jax.Array,
+    sampler: SamplerConfig | None = None,
+    method: str = "lktd",
     num_chains: int = 4,
     num_samples: int = 1000,
     num_warmup: int | None = None,
     batch_size: int | None = None,
-    pseudo_population: float | None = None,
-    step_size: float = 1e-4,
-    alpha: float = 0.9,
-    kappa: int = 5,
-    method: str = "lktd",
-    compat: bool = False,
-    friction: float = 0.1,
-    schedule: Callable | None = None,
     init_positions: jax.Array | None = None,
-    temperature: float = 1.0,
-    precondition_max: float = 1.0,
+    **settings: Any,
 ) -> Any:
     """Sample the (tempered) posterior of a static NumPyro model; return an ArviZ DataTree.
 
@@ -86,13 +109,13 @@ def sample(
     then the stage of the kernel (for LKTD: the Gibbs draw of xi and ``kappa`` inner steps with
     eps_k = ``step_size`` * k^-0.9, restarting every stage; ``schedule(eps0, k)`` replaces it).
 
-    Defaults: ``batch_size`` = all rows; ``pseudo_population`` = the number of rows (the ordinary
-    posterior); ``num_warmup`` = ``num_samples`` stages, discarded.  Chains start from independent
-    prior draws (``init_positions``, flat unconstrained (num_chains, p), overrides).
-    ``temperature`` (LKTD, beyond the paper) multiplies the variance of the theta-forecast noise.
-    ``precondition_max`` (LKTD, beyond the paper; 1: off) caps a diagonal preconditioner of the
-    theta-forecast that lets the parameters with small drifts take larger steps
-    (:mod:`lktd_ppl.filter`).
+    The sampler's settings are a :class:`~lktd_ppl.filter.SamplerConfig` (``sampler``), and any of
+    its fields may be given as keywords instead (``step_size=5e-4``, ``alpha=0.5``, ...), which
+    replace the ones of ``sampler``.  Defaults here: ``pseudo_population`` = the number of rows (the
+    ordinary posterior), ``step_size`` (eps0) = 1e-4, the rest as ``SamplerConfig``'s.
+    ``method``: ``lktd``, ``sgld`` or ``sghmc``.  ``batch_size`` = all rows by default;
+    ``num_warmup`` = ``num_samples`` stages, discarded.  Chains start from independent prior
+    draws (``init_positions``, flat unconstrained (num_chains, p), overrides).
 
     Returns a DataTree with groups ``posterior`` (every latent site, dims (chain, draw, ...),
     constrained space) and ``sample_stats`` (``log_prior`` and the minibatch ``log_likelihood`` at
@@ -102,29 +125,27 @@ def sample(
 
     if method not in KERNELS:
         raise ModelError(f"unknown method {method!r}; choose one of {', '.join(KERNELS)}")
+    fields = [f.name for f in dataclasses.fields(SamplerConfig)]
+    unknown = sorted(set(settings) - set(fields))
+    if unknown:
+        raise ModelError(
+            f"sample() got unknown setting(s) {', '.join(unknown)}; SamplerConfig fields: "
+            f"{', '.join(fields)}"
+        )
     size = leading_size(data)
     batch_size = size if batch_size is None else int(batch_size)
     if not 0 < batch_size <= size:
         raise ModelError(f"batch_size must be in 1..{size} (the data size), got {batch_size}")
-    if num_samples < 1 or kappa < 1 or num_chains < 1:
-        raise ModelError("num_samples, num_chains and kappa must be positive")
     num_warmup = num_samples if num_warmup is None else int(num_warmup)
-    pseudo_population = float(size if pseudo_population is None else pseudo_population)
+    if sampler is None:
+        sampler = SamplerConfig(pseudo_population=float(size), step_size=1e-4)
+    config = sampler.replace(**settings)
+    if num_samples < 1 or config.kappa < 1 or num_chains < 1:
+        raise ModelError("num_samples, num_chains and kappa must be positive")
     data = {k: jnp.asarray(v) for k, v in data.items() if k != STAGE_KEY}
     example = {**jax.tree.map(lambda a: a[:batch_size], data), STAGE_KEY: jnp.int32(0)}
     ssm = from_numpyro(model, example)
-    config = SamplerConfig(
-        pseudo_population=pseudo_population,
-        step_size=step_size,
-        alpha=alpha,
-        friction=friction,
-        kappa=kappa,
-        compat=compat,
-        schedule=schedule or polynomial_schedule(0.9),
-        temperature=temperature,
-        precondition_max=precondition_max,
-    )
-    if error := lktd_only_options_error(method, temperature, precondition_max):
+    if error := lktd_only_options_error(method, config.temperature, config.precondition_max):
         raise ModelError(error)
     kernel = KERNELS[method](ssm, config)
 
@@ -166,13 +187,14 @@ def sample(
     tree.attrs.update(
         {
             "sampler": method,
-            "compat": int(compat),
-            "pseudo_population": pseudo_population,
+            "compat": int(config.compat),
+            "pseudo_population": float(config.pseudo_population),
             "batch_size": batch_size,
-            "step_size": step_size,
-            "alpha": alpha,
-            "kappa": kappa,
-            "precondition_max": precondition_max,
+            "step_size": float(config.step_size),
+            "alpha": float(config.alpha),
+            "kappa": config.kappa,
+            "temperature": float(config.temperature),
+            "precondition_max": config.precondition_max,
         }
     )
     return tree

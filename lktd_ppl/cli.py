@@ -1,8 +1,7 @@
 """The ``lktd`` command: demo, train, diagnose, experiment.
 
-This module and :mod:`lktd_ppl.runs` import JAX only inside the commands (``import lktd_ppl``
-itself still imports it, through the package's ``__init__``).  Every error is one line on stderr
-with exit status 2 (set ``LKTD_DEBUG=1`` to see the traceback of an unexpected one).
+This module and :mod:`lktd_ppl.config` import JAX only inside the commands.  Every error is one
+line on stderr with exit status 2 (set ``LKTD_DEBUG=1`` to see the traceback of an unexpected one).
 """
 
 from __future__ import annotations
@@ -12,12 +11,21 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
-from lktd_ppl import runs
+from lktd_ppl import config, registry
+from lktd_ppl.presets import PRESETS
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
-EXPERIMENT_ALIASES = {"escape": "escape_study.py", "bench": "bench_inner_step.py"}
+# the product's studies and benchmarks (scripts in a checkout's experiments/ folder)
+EXPERIMENTS = {
+    "escape": "escape_study.py",
+    "bench": "bench_inner_step.py",
+    "bench-run": "bench_escape_run.py",
+    "bench-costs": "bench_costs.py",
+}
 DEMO_STEPS = 600_000
+RUN_FILES = ("config.json", "metrics.csv", "samples.nc", "checkpoint.npz", "summary.md")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,12 +41,25 @@ def _log(line: str) -> None:
     tqdm.write(f"  {line}", file=sys.stderr)
 
 
-def _train_and_report(spec: runs.RunSpec, out: Path, quiet: bool, overwrite: bool) -> None:
+def one_line(err: BaseException) -> str:
+    """A one-line message for ``err`` (its first non-empty line)."""
+    text = str(err).strip()
+    first = next((s.strip() for s in text.splitlines() if s.strip()), "")
+    return first or type(err).__name__
+
+
+def eprint(*args: Any) -> None:
+    print(*args, file=sys.stderr, flush=True)
+
+
+def _train_and_report(spec: config.RunSpec, out: Path, quiet: bool, overwrite: bool) -> None:
+    from lktd_ppl import training
+
     e = spec.escape
-    members = runs.members_per_seed(spec)
-    train = runs.make_train(spec)  # loads and checks the model, KOVA's memory need, ...
+    members = spec.members
+    train = training.make_train(spec)  # loads and checks the model, KOVA's memory need, ...
     if not quiet:
-        runs.eprint(
+        eprint(
             f"{spec.algo} on {spec.env}: {spec.seeds} seed(s) x {members} member(s), "
             f"{e.total_steps:,} steps, a log line every {e.window:,} steps (compiling first)"
         )
@@ -46,7 +67,7 @@ def _train_and_report(spec: runs.RunSpec, out: Path, quiet: bool, overwrite: boo
         warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
         # quantiles over a sample buffer still empty (NaN until the burn-in ends)
         warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
-        runs.execute(
+        training.execute(
             spec,
             out,
             progress=not quiet and sys.stderr.isatty(),
@@ -55,7 +76,7 @@ def _train_and_report(spec: runs.RunSpec, out: Path, quiet: bool, overwrite: boo
             train=train,
         )
     print((out / "summary.md").read_text(), end="")
-    files = [f for f in (*runs.RUN_FILES, "model.py") if (out / f).exists()]
+    files = [f for f in (*RUN_FILES, "model.py") if (out / f).exists()]
     plots = sorted(p.name for p in out.glob("*.png"))
     print(f"\nRun folder: {out}/ ({', '.join(files)}; plots: {', '.join(plots)})")
     print(f"Next: lktd diagnose {out}")
@@ -63,18 +84,21 @@ def _train_and_report(spec: runs.RunSpec, out: Path, quiet: bool, overwrite: boo
 
 def _demo(args: argparse.Namespace) -> int:
     """The README's demo: LKTD on the escape room with the default settings."""
-    spec = runs.build_spec(algo="lktd", steps=args.steps, seeds=args.seeds, sets=args.set)
+    spec = config.build_spec(algo="lktd", steps=args.steps, seeds=args.seeds, sets=args.set)
     _train_and_report(spec, Path(args.out), args.quiet, overwrite=True)
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    config = runs.load_config(args.config) if args.config else None
-    config_dir = runs.config_path(args.config).parent if args.config else None
-    spec = runs.build_spec(
+    from lktd_ppl import training
+
+    loaded = config.load_config(args.config) if args.config else None
+    config_dir = config.config_path(args.config).parent if args.config else None
+    spec = config.build_spec(
         algo=args.algo,
         env=args.env,
-        config=config,
+        preset=args.preset,
+        config=loaded,
         sets=args.set,
         model=args.model,
         seeds=args.seeds,
@@ -85,28 +109,22 @@ def _train(args: argparse.Namespace) -> int:
         config_dir=config_dir,
     )
     out = Path(args.out) if args.out else Path("runs") / f"{spec.env}-{spec.algo}"
-    runs.prepare_folder(out, args.overwrite)
+    training.prepare_folder(out, args.overwrite)
     _train_and_report(spec, out, args.quiet, args.overwrite)
     return 0
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    report = runs.diagnose(args.folder)
+    from lktd_ppl.diagnostics import diagnose
+
+    report = diagnose(args.folder)
     print(report, end="")
     return 0
 
 
 def _experiments() -> dict[str, Path]:
-    """Name -> script: the aliases, then every other ``experiments/*.py`` by its stem."""
-    found = {}
-    for name, file in EXPERIMENT_ALIASES.items():
-        if (EXPERIMENTS_DIR / file).is_file():
-            found[name] = EXPERIMENTS_DIR / file
-    aliased = set(EXPERIMENT_ALIASES.values())
-    for path in sorted(EXPERIMENTS_DIR.glob("*.py")) if EXPERIMENTS_DIR.is_dir() else []:
-        if path.name not in aliased and not path.name.startswith("_"):
-            found[path.stem] = path
-    return found
+    """Name -> script of the product's studies and benchmarks, where this is a checkout."""
+    return {name: EXPERIMENTS_DIR / file for name, file in EXPERIMENTS.items()}
 
 
 def _first_doc_line(path: Path) -> str:
@@ -128,10 +146,14 @@ def _experiment(args: argparse.Namespace) -> int:
 
     table = _experiments()
     if args.name not in table:
-        raise runs.RunError(
-            f"unknown experiment {args.name!r}; available: {', '.join(table) or 'none'}"
-        )
+        raise config.RunError(f"unknown experiment {args.name!r}; available: {', '.join(table)}")
     path = table[args.name]
+    if not path.is_file():
+        raise config.RunError(
+            f"experiment {args.name!r} is a script of a checkout of the project "
+            f"(experiments/{path.name}), not of this installation ({EXPERIMENTS_DIR} does not "
+            "exist): clone the repository and run it there"
+        )
     rest = args.args[1:] if args.args[:1] == ["--"] else args.args
     old_argv = sys.argv
     sys.argv = [str(path), *rest]
@@ -146,7 +168,7 @@ def _experiment(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    algos = ", ".join(runs.ALGORITHMS)
+    algos = ", ".join(registry.ALGORITHMS)
     parser = _Parser(
         prog="lktd",
         description="LKTD: sample the posterior of Q-network weights while an RL agent learns.",
@@ -197,7 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--model",
         metavar="FILE.py:FN",
-        help="NumPyro model for the LKTD family (default models/mlp_q.py:sarsa_spike_slab)",
+        help="NumPyro model for the LKTD family: a file of your own (path/to/file.py:function) "
+        "or a shipped one by name (NAME:function, e.g. mlp_q:sarsa_afterstate_spike_slab; "
+        "default mlp_q:sarsa_spike_slab)",
+    )
+    train.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="start from a named configuration with every setting written out (paper: the "
+        "official code's escape configuration); --config and --set apply on top",
     )
     train.add_argument("--config", metavar="FILE.json", help="a config.json to start from")
     train.add_argument("--seeds", type=int, help="number of seeds (default 1)")
@@ -226,12 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     diag.set_defaults(func=_diagnose)
 
     table = _experiments()
-    listing = "\n".join(f"  {n:<12} {p.name}: {_first_doc_line(p)}" for n, p in table.items())
+    listing = "\n".join(
+        f"  {n:<12} experiments/{p.name}: {_first_doc_line(p) or '(needs a checkout)'}"
+        for n, p in table.items()
+    )
     exp = sub.add_parser(
         "experiment",
         help="run a study or benchmark from experiments/",
-        description="Run a script from experiments/ with the remaining arguments "
-        "(e.g. 'lktd experiment escape --help').\n\navailable:\n" + listing,
+        description="Run one of the product's studies or benchmarks (scripts in a checkout's "
+        "experiments/ folder) with the remaining arguments (e.g. 'lktd experiment escape "
+        "--help').\n\navailable:\n" + listing,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     exp.add_argument("name", help="experiment name: " + ", ".join(table))
@@ -252,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # one line, no traceback
         if os.environ.get("LKTD_DEBUG"):
             raise
-        message = runs.one_line(e)
+        message = one_line(e)
         if not isinstance(e, ValueError | OSError):
             message = f"{type(e).__name__}: {message} (LKTD_DEBUG=1 shows the traceback)"
         print(f"{prog}: error: {message}", file=sys.stderr)

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-LEVELS = (0.5, 0.8, 0.9, 0.95)
+from lktd_ppl.names import LEVELS
 
 
 class Metrics(NamedTuple):
@@ -48,9 +48,9 @@ PROBS = tuple(sorted({q for lv in LEVELS for q in ((1 - lv) / 2, (1 + lv) / 2)})
 def _quantiles_numpy(values: np.ndarray, valid: np.ndarray, probs: tuple[float, ...]) -> np.ndarray:
     """NumPy's linear-interpolation quantiles along the last axis over the valid columns.
 
-    ``values`` (..., rows, slots), ``valid`` (..., slots) -> (..., len(probs), rows).  Sorting with
-    NumPy's vectorised sort is 25x faster on this CPU than XLA's sort (3 ms against 76 ms for the
-    400 x 3000 buffer) and 6x faster than two ``lax.top_k``; invalid columns sort last as +inf.
+    ``values`` (..., rows, slots), ``valid`` (..., slots) -> (..., len(probs), rows).  NumPy's
+    vectorised sort is much cheaper on CPU than XLA's sort or two ``lax.top_k``
+    (``experiments/results/code_choices.md``); invalid columns sort last as +inf.
     """
     values = np.where(valid[..., None, :], values, np.inf)
     srt = _sort_rows(values)
@@ -77,8 +77,8 @@ def _sort_pool(threads: int) -> ThreadPoolExecutor:
 
 
 def _sort_rows(values: np.ndarray) -> np.ndarray:
-    """``np.sort(values, axis=-1)``, the rows split over threads (2.4x faster for 400 x 3000 here:
-    the XLA computation waits for this callback, so the other core is free)."""
+    """``np.sort(values, axis=-1)``, the rows split over threads (the XLA computation waits for
+    this callback, so the other cores are free)."""
     flat = values.reshape(-1, values.shape[-1])
     threads = _sort_threads()
     if threads == 1 or flat.shape[0] < 2 * threads:

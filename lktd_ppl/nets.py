@@ -6,15 +6,14 @@ Two details keep the forward and backward passes cheap on CPU, where these netwo
 
 - a first layer with at most ``SMALL_FAN_IN`` inputs (the escape room's (x, y)) and at most
   ``SMALL_FAN_OUT`` outputs is written as broadcast multiply-adds, which XLA fuses with the bias and
-  the ReLU, instead of a product with an inner dimension of 2 (forward pass 6.4 -> 4.6 us at
-  [32, 32], batch 100; at [64, 64] the fused form is slower, so wider layers keep the product);
+  the ReLU, instead of a product with an inner dimension of 2 (wider layers keep the product, which
+  is cheaper there);
 - :func:`mlp_apply_at` evaluates the output layer only at one action per row, ``Q(s_i, a_i)``: what a
-  TD measurement needs, without the (n, A) table (forward and backward 14.6 -> 11.4 us at [32, 32]);
-  for hidden layers wider than ``SMALL_FAN_OUT`` it takes the action from the full table, which was
-  faster there (a whole LKTD inner step at [64, 64]: 63 us against 76 us).
+  TD measurement needs, without the (n, A) table; for hidden layers wider than ``SMALL_FAN_OUT`` it
+  takes the action from the full table, which is cheaper there.
 
-These are measurements of XLA's CPU backend (JAX 0.11.2, ``experiments/bench_inner_step.py``); the
-values are the same either way up to float rounding.
+The measurements behind both choices are in ``experiments/results/code_choices.md``; the values are
+the same either way up to float rounding.
 """
 
 from __future__ import annotations

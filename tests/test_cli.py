@@ -338,21 +338,23 @@ def test_rerun_from_config_reproduces_the_metrics(jobs, work):
 def test_checkpoint_restores_the_final_learner_state(jobs, work):
     import jax
 
-    from lktd_ppl import runs as run_folders
     from lktd_ppl.agents.harness import make_task
+    from lktd_ppl.config import spec_from_folder
+    from lktd_ppl.run_folder import load_checkpoint
+    from lktd_ppl.training import make_learner
     from lktd_ppl.diagnostics import load_datatree
 
     ok(jobs["lktd"].result()["train"])
     folder = work / "lktd"
-    state = run_folders.load_checkpoint(folder)
+    state = load_checkpoint(folder)
     tree = load_datatree(folder / "samples.nc")
     position = np.asarray(state.position)  # (seeds, chains, p)
     assert position.shape[:2] == (2, 2)
     theta = tree["final_parameters"]["theta"].values
     np.testing.assert_array_equal(position.reshape(4, -1), theta)
     # the Q-grid of the restored parameters is the last draw in samples.nc
-    spec = run_folders.spec_from_folder(folder)
-    learner = run_folders.make_learner(spec)
+    spec = spec_from_folder(folder)
+    learner = make_learner(spec)
     grid = make_task(spec.escape).grid_obs
     seed0 = jax.tree.map(lambda x: x[0], state)
     q_last = np.asarray(learner.q_grid(seed0, grid))  # (chains, cells, A)
@@ -508,7 +510,7 @@ def test_step_size_drops_from_the_command_line_and_back_from_config_json():
     """A tuple of (stage, factor) pairs: text on the command line, lists in config.json."""
     import json
 
-    from lktd_ppl.runs import build_spec
+    from lktd_ppl.config import build_spec
 
     spec = build_spec(algo="lktd", sets=["step_size_drops=((70000, 0.1), (88000, 0.01))"])
     assert spec.agent.step_size_drops == ((70000, 0.1), (88000, 0.01))

@@ -9,6 +9,7 @@ from conftest import MODELS
 from lktd_ppl import diagnostics
 from lktd_ppl.agents.harness import EscapeConfig, epsilon_greedy, make_task
 from lktd_ppl.agents.lktd import LKTDAgentConfig, lktd_learner, make_lktd_train
+from lktd_ppl.filter import SamplerConfig
 from lktd_ppl.metrics import LEVELS, PROBS, final_cells, interval_metrics
 
 TASK = make_task(EscapeConfig())
@@ -22,8 +23,8 @@ def _ring_samples(final: dict, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def run_200k():
-    cfg = LKTDAgentConfig(escape=EscapeConfig(total_steps=200_000))
-    return make_lktd_train(cfg)(jax.random.key(0)[None], progress=False)
+    train = make_lktd_train(LKTDAgentConfig(), EscapeConfig(total_steps=200_000))
+    return train(jax.random.key(0)[None], progress=False)
 
 
 def test_200k_run_learns_the_start_cell(run_200k):
@@ -89,11 +90,11 @@ def test_jax_metrics_equal_numpy_reference_while_filling():
 
 
 def test_seeds_differ_and_repeat():
-    cfg = LKTDAgentConfig(escape=EscapeConfig(total_steps=20_000))
-    learner = lktd_learner(cfg, 100)
+    cfg, escape = LKTDAgentConfig(), EscapeConfig(total_steps=20_000)
+    learner = lktd_learner(cfg, escape)
     a, b = learner.init(jax.random.key(1)), learner.init(jax.random.key(2))
     assert float(jnp.max(jnp.abs(a.position - b.position))) > 0.1
-    train = make_lktd_train(cfg)
+    train = make_lktd_train(cfg, escape)
     keys = jnp.stack([jax.random.key(1), jax.random.key(2), jax.random.key(1)])
     res = train(keys, progress=False)
     pos = np.asarray(res["state"].learner.position)  # (seeds, chains, p)
@@ -116,8 +117,8 @@ def test_epsilon_greedy_only_picks_legal_actions():
 @pytest.mark.parametrize(
     "overrides",
     [
-        dict(method="sgld", compat=True),
-        dict(method="sghmc", compat=True),  # the official (momentum-free) SGHMC
+        dict(method="sgld", sampler=SamplerConfig(compat=True)),
+        dict(method="sghmc", sampler=SamplerConfig(compat=True)),  # the official SGHMC
         dict(model=f"{MODELS}/mlp_q.py:sarsa_gaussian"),  # another model file, no code change
         dict(num_chains=3),
         dict(num_chains=2, own_minibatches=True),  # the harness draws a minibatch per chain
@@ -125,8 +126,8 @@ def test_epsilon_greedy_only_picks_legal_actions():
     ids=["sgld", "sghmc", "gaussian-prior-model", "3-chains", "2-chains-own-minibatches"],
 )
 def test_variants_learn_in_the_same_harness(overrides):
-    cfg = LKTDAgentConfig(escape=EscapeConfig(total_steps=60_000), **overrides)
-    res = make_lktd_train(cfg)(jax.random.key(3)[None], progress=False)
+    cfg = LKTDAgentConfig(**overrides)
+    res = make_lktd_train(cfg, EscapeConfig(total_steps=60_000))(jax.random.key(3)[None], False)
     assert res["mean_return"][0, -10:].mean() > -20
     samples = _ring_samples(res["final"])
     assert samples.shape[0] == 3000 * cfg.num_chains
@@ -150,12 +151,16 @@ def _random_batch(seed: int, stage: int) -> dict:
 
 def test_annealed_step_size_is_the_constant_one_at_that_stage():
     """step_size_decay: a stage at t uses eps0 (1 + t / t0)^-decay, else the same kernel."""
-    annealed = LKTDAgentConfig(step_size=2e-5, step_size_decay=1.0, step_size_decay_stages=100.0)
-    at_300 = LKTDAgentConfig(step_size=2e-5 / 4.0)  # (1 + 300 / 100)^-1 = 1/4
+    annealed = LKTDAgentConfig(
+        sampler=SamplerConfig(step_size=2e-5), step_size_decay=1.0, step_size_decay_stages=100.0
+    )
+    at_300 = LKTDAgentConfig(
+        sampler=SamplerConfig(step_size=2e-5 / 4.0)
+    )  # (1 + 300 / 100)^-1 = 1/4
     batch = _random_batch(seed=7, stage=300)
     outs = []
-    for cfg in (annealed, at_300, LKTDAgentConfig(step_size=2e-5)):
-        learner = lktd_learner(cfg, 100)
+    for cfg in (annealed, at_300, LKTDAgentConfig(sampler=SamplerConfig(step_size=2e-5))):
+        learner = lktd_learner(cfg)
         state = learner.init(jax.random.key(1))
         outs.append(np.asarray(learner.update(jax.random.key(2), state, batch).position))
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-7)
@@ -167,12 +172,14 @@ def test_step_size_drops_are_piecewise_and_move_the_chain_as_that_constant_step(
     under a drop moves the chain exactly as the constant step it gives."""
     from lktd_ppl.agents.lktd import stage_step_size
 
-    drops = LKTDAgentConfig(step_size=2e-5, step_size_drops=[[100, 0.1], [200, 0.01]])
+    drops = LKTDAgentConfig(
+        sampler=SamplerConfig(step_size=2e-5), step_size_drops=[[100, 0.1], [200, 0.01]]
+    )
     assert drops.step_size_drops == ((100, 0.1), (200, 0.01))  # JSON's lists become tuples
     got = [float(stage_step_size(drops, jnp.int32(t))) for t in (0, 99, 100, 199, 200, 10**5)]
     np.testing.assert_allclose(got, [2e-5, 2e-5, 2e-6, 2e-6, 2e-7, 2e-7], rtol=1e-6)
     both = LKTDAgentConfig(
-        step_size=2e-5,
+        sampler=SamplerConfig(step_size=2e-5),
         step_size_decay=1.0,
         step_size_decay_stages=100.0,
         step_size_drops=((200, 0.5),),
@@ -180,8 +187,8 @@ def test_step_size_drops_are_piecewise_and_move_the_chain_as_that_constant_step(
     np.testing.assert_allclose(float(stage_step_size(both, jnp.int32(300))), 2e-5 / 8, rtol=1e-6)
     batch = _random_batch(seed=7, stage=300)
     outs = []
-    for cfg in (drops, LKTDAgentConfig(step_size=2e-7)):
-        learner = lktd_learner(cfg, 100)
+    for cfg in (drops, LKTDAgentConfig(sampler=SamplerConfig(step_size=2e-7))):
+        learner = lktd_learner(cfg)
         state = learner.init(jax.random.key(1))
         outs.append(np.asarray(learner.update(jax.random.key(2), state, batch).position))
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-7)
@@ -198,15 +205,15 @@ def test_chains_side_by_side_equal_chains_one_after_another():
     batch = _random_batch(seed=5, stage=3)
     outs = []
     for batching in ("map", "vmap"):
-        learner = lktd_learner(LKTDAgentConfig(num_chains=3, chain_batching=batching), 100)
+        learner = lktd_learner(LKTDAgentConfig(num_chains=3, chain_batching=batching))
         state = learner.init(jax.random.key(1))
         outs.append(np.asarray(learner.update(jax.random.key(2), state, batch).position))
     assert np.abs(outs[0][0] - outs[0][1]).max() > 1e-3  # the chains differ from each other
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="chain_batching"):
-        lktd_learner(LKTDAgentConfig(chain_batching="pmap"), 100)
+        lktd_learner(LKTDAgentConfig(chain_batching="pmap"))
     with pytest.raises(ValueError, match="temperature applies to method 'lktd' only"):
-        lktd_learner(LKTDAgentConfig(method="sgld", temperature=0.5), 100)
+        lktd_learner(LKTDAgentConfig(method="sgld", sampler=SamplerConfig(temperature=0.5)))
 
 
 @pytest.mark.parametrize("batching", ["map", "vmap"])
@@ -215,10 +222,8 @@ def test_own_minibatches_give_each_chain_its_draw(batching):
     first, second = _random_batch(seed=5, stage=3), _random_batch(seed=11, stage=3)
     stacked = {k: jnp.stack([first[k], second[k]]) for k in first if k != "stage"}
     stacked["stage"] = first["stage"]
-    own = lktd_learner(
-        LKTDAgentConfig(num_chains=2, own_minibatches=True, chain_batching=batching), 100
-    )
-    shared = lktd_learner(LKTDAgentConfig(num_chains=2), 100)
+    own = lktd_learner(LKTDAgentConfig(num_chains=2, own_minibatches=True, chain_batching=batching))
+    shared = lktd_learner(LKTDAgentConfig(num_chains=2))
     assert (own.minibatches, shared.minibatches) == (2, 1)
     state = own.init(jax.random.key(1))
     moved = np.asarray(own.update(jax.random.key(2), state, stacked).position)

@@ -22,15 +22,16 @@ BootDQN samples).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from lktd_ppl.agents.dqn import MLP, adam, check_gamma, legal_double_q_td, sync_target
+from lktd_ppl.agents.dqn import flat_parameters as flat_parameters
 from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
 
 
@@ -59,27 +60,32 @@ class BootNet(nn.Module):
         )
 
 
-@dataclass(frozen=True)
-class BootDQNConfig:
+class BootDQNConfig(struct.PyTreeNode):
     """Bootstrapped DQN settings; defaults are the spec's table (section 4)."""
 
-    obs_dim: int = 2
-    num_actions: int = 4
-    hidden: tuple[int, ...] = (32, 32)  # shared core
-    head_hidden: tuple[int, ...] = ()  # each head: linear on the core's features by default
-    heads: int = 10
+    obs_dim: int = struct.field(pytree_node=False, default=2)
+    num_actions: int = struct.field(pytree_node=False, default=4)
+    hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(32, 32))  # shared core
+    head_hidden: tuple[int, ...] = struct.field(
+        pytree_node=False, default=()
+    )  # each head: linear on the core's features by default
+    heads: int = struct.field(pytree_node=False, default=10)
     gamma: float = 0.9
     learning_rate: float = 1e-3
-    max_grad_norm: float | None = 1.0
-    core_grad_scale: float | None = None  # None: 1/heads
+    max_grad_norm: float | None = struct.field(pytree_node=False, default=1.0)
+    core_grad_scale: float | None = struct.field(pytree_node=False, default=None)  # None: 1/heads
     mask_prob: float = 0.5  # Bernoulli mask per (head, transition)
-    mask_per_update: bool = False  # official code: a fresh mask per minibatch
-    target_every: int = 10
-    resample_every: int = 10  # acting head redrawn every this many updates; 0: per episode
-    double_q: bool = True
+    mask_per_update: bool = struct.field(
+        pytree_node=False, default=False
+    )  # official code: a fresh mask per minibatch
+    target_every: int = struct.field(pytree_node=False, default=10)
+    resample_every: int = struct.field(
+        pytree_node=False, default=10
+    )  # acting head redrawn every this many updates; 0: per episode
+    double_q: bool = struct.field(pytree_node=False, default=True)
     # the official network keeps PyTorch's default initialisation: U(+-1/sqrt(fan_in)) for every
     # weight and bias; None: flax's (LeCun-normal weights, zero biases)
-    init_sd: float | str | None = "torch"
+    init_sd: float | str | None = struct.field(pytree_node=False, default="torch")
 
 
 class BootDQNState(NamedTuple):
@@ -90,7 +96,8 @@ class BootDQNState(NamedTuple):
     head: jax.Array  # the acting head (int32)
 
 
-def make_bootdqn_learner(config: BootDQNConfig = BootDQNConfig()) -> Learner:
+def make_bootdqn_learner(config: BootDQNConfig | None = None) -> Learner:
+    config = config or BootDQNConfig()
     k = config.heads
     net = BootNet(
         tuple(config.hidden), tuple(config.head_hidden), k, config.num_actions, config.init_sd
@@ -165,8 +172,14 @@ def make_bootdqn_learner(config: BootDQNConfig = BootDQNConfig()) -> Learner:
     )
 
 
-def make_bootdqn_train(config: BootDQNConfig = BootDQNConfig(), escape: EscapeConfig | None = None):
+def make_bootdqn_train(config: BootDQNConfig | None = None, escape: EscapeConfig | None = None):
     """``train(keys, progress=True, log=None) -> results`` for the escape room."""
+    config = config or BootDQNConfig()
     escape = escape or EscapeConfig()
-    check_gamma(config.gamma, escape)
-    return make_train(escape, make_bootdqn_learner(config))
+    return make_train(escape, make_learner(config, escape))
+
+
+def make_learner(config: BootDQNConfig, escape: EscapeConfig | None = None) -> Learner:
+    """The registry's factory: the learner, its discount checked against the protocol's."""
+    check_gamma(config.gamma, escape or EscapeConfig())
+    return make_bootdqn_learner(config)

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 import rlax
+from flax import struct
+from jax.flatten_util import ravel_pytree
 
 from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
 
@@ -116,19 +118,26 @@ def check_gamma(gamma: float, escape: EscapeConfig) -> None:
         )
 
 
-@dataclass(frozen=True)
-class DQNConfig:
+class DQNConfig(struct.PyTreeNode):
     """DQN settings; defaults are the spec's table (section 4)."""
 
-    obs_dim: int = 2
-    num_actions: int = 4
-    hidden: tuple[int, ...] = (32, 32)
+    obs_dim: int = struct.field(pytree_node=False, default=2)
+    num_actions: int = struct.field(pytree_node=False, default=4)
+    hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(32, 32))
     gamma: float = 0.9
     learning_rate: float = 1e-3
-    target_every: int = 10  # target network synced every this many updates
-    double_q: bool = True  # select a' with the online network (else with the target network)
-    max_grad_norm: float | None = None  # the official DQN clips nothing
-    init_sd: float | str | None = 0.1  # official: all weights and biases N(0, 0.1^2); None: flax
+    target_every: int = struct.field(
+        pytree_node=False, default=10
+    )  # target network synced every this many updates
+    double_q: bool = struct.field(
+        pytree_node=False, default=True
+    )  # select a' with the online network (else with the target network)
+    max_grad_norm: float | None = struct.field(
+        pytree_node=False, default=None
+    )  # the official DQN clips nothing
+    init_sd: float | str | None = struct.field(
+        pytree_node=False, default=0.1
+    )  # official: all weights and biases N(0, 0.1^2); None: flax
 
 
 class DQNState(NamedTuple):
@@ -138,7 +147,8 @@ class DQNState(NamedTuple):
     count: jax.Array  # updates done
 
 
-def make_dqn_learner(config: DQNConfig = DQNConfig()) -> Learner:
+def make_dqn_learner(config: DQNConfig | None = None) -> Learner:
+    config = config or DQNConfig()
     net = MLP(tuple(config.hidden), config.num_actions, config.init_sd)
     opt = adam(config.learning_rate, config.max_grad_norm)
 
@@ -173,8 +183,19 @@ def make_dqn_learner(config: DQNConfig = DQNConfig()) -> Learner:
     return Learner(members=1, init=init, q_values=q_values, q_grid=q_grid, update=update)
 
 
-def make_dqn_train(config: DQNConfig = DQNConfig(), escape: EscapeConfig | None = None):
+def make_learner(config: DQNConfig, escape: EscapeConfig | None = None) -> Learner:
+    """The registry's factory: the learner, its discount checked against the protocol's."""
+    check_gamma(config.gamma, escape or EscapeConfig())
+    return make_dqn_learner(config)
+
+
+def flat_parameters(state: Any) -> tuple[list[str], np.ndarray]:
+    """The online network's parameters of every seed, raveled: (["seed", "param"], (seeds, p))."""
+    return ["seed", "param"], np.asarray(jax.vmap(lambda p: ravel_pytree(p)[0])(state.params))
+
+
+def make_dqn_train(config: DQNConfig | None = None, escape: EscapeConfig | None = None):
     """``train(keys, progress=True, log=None) -> results`` for the escape room."""
+    config = config or DQNConfig()
     escape = escape or EscapeConfig()
-    check_gamma(config.gamma, escape)
-    return make_train(escape, make_dqn_learner(config))
+    return make_train(escape, make_learner(config, escape))

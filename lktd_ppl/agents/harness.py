@@ -32,7 +32,7 @@ from lktd_ppl.replay import Replay, example_transition
 from lktd_ppl.rng import standard_normal, uniform
 
 NUM_UNIFORMS = 5  # per env step: explore?, which action, the same two for a' at s', member
-UNROLL = 5  # env steps unrolled per loop iteration: about 3 us less per step on CPU
+UNROLL = 5  # env steps unrolled per loop iteration: less loop overhead per step on CPU
 
 
 @dataclass(frozen=True)
@@ -305,7 +305,7 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
         stage = (t_end - config.train_start) // config.train_every  # 0 at the first stage
         do_train = t_end >= config.train_start
         # the minibatch is drawn outside the cond: with the replay buffer as an operand, the cond
-        # cost about 50 us per stage more on CPU (1M steps: about 5 s)
+        # would copy it at every stage
         k_batch, k_update = jax.random.split(k_train)
         if learner.minibatches == 1:
             batch = replay.sample(s.replay, k_batch)
@@ -351,8 +351,7 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
         return s._replace(ret_sum=jnp.zeros(()), ret_count=jnp.zeros(())), out
 
     # one call runs a whole window of chunks where the run is made of whole windows: each call
-    # moves the multi-MB carry (sample ring, replay buffer) in and out of the loop, which cost
-    # about 1.5 s per 1M steps with one call per chunk
+    # moves the multi-MB carry (sample ring, replay buffer) in and out of the loop
     per_call = config.evals_per_window if num_chunks % config.evals_per_window == 0 else 1
 
     def chunks(s: RunState, c0: jax.Array) -> tuple[RunState, dict]:

@@ -28,11 +28,12 @@ delta-method standard deviation sqrt(diag(J P J^T)) from KOVA's own covariance.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import struct
 from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import solve_triangular
 
@@ -40,23 +41,28 @@ from lktd_ppl.agents.dqn import MLP, check_gamma, double_q_target, sync_target, 
 from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
 
 
-@dataclass(frozen=True)
-class KOVAConfig:
+class KOVAConfig(struct.PyTreeNode):
     """KOVA settings; defaults are the spec's (sections 4 and 6)."""
 
-    obs_dim: int = 2
-    num_actions: int = 4
-    hidden: tuple[int, ...] = (32, 32)
+    obs_dim: int = struct.field(pytree_node=False, default=2)
+    num_actions: int = struct.field(pytree_node=False, default=4)
+    hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(32, 32))
     gamma: float = 0.9
     eta: float = 1e-4  # process noise: P- = P / (1 - eta)
     obs_noise: float = 1.0  # P_n = obs_noise * n * I_n
     init_cov: float = 1.0  # P_0 = init_cov * I_p
     lr: float = 1.0  # multiplies the theta step and the K S K^T term
-    target_every: int = 10
-    double_q: bool = True
-    compat: bool = False  # official quirk: H left-multiplied by a first-difference matrix
-    memory_limit_bytes: int | None = None  # None: a quarter of physical memory
-    init_sd: float | str | None = 0.1  # official: all weights and biases N(0, 0.1^2); None: flax
+    target_every: int = struct.field(pytree_node=False, default=10)
+    double_q: bool = struct.field(pytree_node=False, default=True)
+    compat: bool = struct.field(
+        pytree_node=False, default=False
+    )  # official quirk: H left-multiplied by a first-difference matrix
+    memory_limit_bytes: int | None = struct.field(
+        pytree_node=False, default=None
+    )  # None: a quarter of physical memory
+    init_sd: float | str | None = struct.field(
+        pytree_node=False, default=0.1
+    )  # official: all weights and biases N(0, 0.1^2); None: flax
 
 
 class KOVAState(NamedTuple):
@@ -140,7 +146,8 @@ def kova_network(config: KOVAConfig):
     return net, unravel
 
 
-def make_kova_learner(config: KOVAConfig = KOVAConfig()) -> Learner:
+def make_kova_learner(config: KOVAConfig | None = None) -> Learner:
+    config = config or KOVAConfig()
     hidden = tuple(config.hidden)
     p = mlp_num_params(config.obs_dim, hidden, config.num_actions)
     check_kova_memory(p, config.memory_limit_bytes)  # before anything is allocated
@@ -171,7 +178,7 @@ def make_kova_learner(config: KOVAConfig = KOVAConfig()) -> Learner:
 
         h0 = take(apply(state.theta, batch["obs"]), batch["action"])
         # per-sample gradients (n x p): a vmapped grad costs one backward pass per sample, where
-        # jax.jacrev of the batched h pushes n cotangents through the whole batch (8x slower)
+        # jax.jacrev of the batched h pushes n cotangents through the whole batch
         H = jax.vmap(jax.grad(q_at), in_axes=(None, 0, 0))(
             state.theta, batch["obs"], batch["action"]
         )
@@ -194,8 +201,19 @@ def kova_q_std(config: KOVAConfig, state: KOVAState, obs: jax.Array) -> jax.Arra
     return jnp.sqrt(jnp.maximum(var, 0.0))
 
 
-def make_kova_train(config: KOVAConfig = KOVAConfig(), escape: EscapeConfig | None = None):
+def make_kova_train(config: KOVAConfig | None = None, escape: EscapeConfig | None = None):
     """``train(keys, progress=True, log=None) -> results`` for the escape room."""
+    config = config or KOVAConfig()
     escape = escape or EscapeConfig()
-    check_gamma(config.gamma, escape)
-    return make_train(escape, make_kova_learner(config))
+    return make_train(escape, make_learner(config, escape))
+
+
+def make_learner(config: KOVAConfig, escape: EscapeConfig | None = None) -> Learner:
+    """The registry's factory: the learner, its discount checked against the protocol's."""
+    check_gamma(config.gamma, escape or EscapeConfig())
+    return make_kova_learner(config)
+
+
+def flat_parameters(state: KOVAState) -> tuple[list[str], np.ndarray]:
+    """KOVA's parameter mean of every seed: (["seed", "param"], (seeds, p))."""
+    return ["seed", "param"], np.asarray(state.theta)

@@ -1,60 +1,52 @@
 """The LKTD family as an RL learner (LKTD, and the SGLD / SGHMC ablations on the same model).
 
 The Q-network and its prior and measurement come from a NumPyro model file (default
-``models/mlp_q.py:sarsa_spike_slab``, the paper's); the model must record the Q-values of
-``batch["obs"]`` as the deterministic site ``q``.  ``num_chains`` chains share the replay buffer and
-the minibatch (the spec's; ``own_minibatches=True``: each chain its own draw from the shared buffer),
-each with its own noise; the harness draws the acting chain per episode.
+``mlp_q:sarsa_spike_slab``, the paper's, shipped as ``models/mlp_q.py``); the model must record the
+Q-values of ``batch["obs"]`` as the deterministic site ``q``.  ``num_chains`` chains share the
+replay buffer and the minibatch (the spec's; ``own_minibatches=True``: each chain its own draw from
+the shared buffer), each with its own noise; the harness draws the acting chain per episode.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import struct
 
 from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
-from lktd_ppl.api import KERNELS, load_model, model_file
+from lktd_ppl.api import DEFAULT_MODEL, KERNELS, load_model
 from lktd_ppl.filter import Kernel, SamplerConfig, lktd_only_options_error
 from lktd_ppl.replay import example_transition
 from lktd_ppl.ssm import STAGE_KEY, ModelError, StateSpaceModel, from_numpyro
 
 
-@dataclass(frozen=True)
-class LKTDAgentConfig:
-    model: str = ""  # "path/file.py:function"; empty: the shipped models/mlp_q.py:sarsa_spike_slab
-    method: str = "lktd"  # lktd | sgld | sghmc
-    num_chains: int = 1
-    pseudo_population: float = 10_000.0
-    step_size: float = 1e-5
-    alpha: float = 0.9
-    kappa: int = 5
-    friction: float = 0.1
-    compat: bool = False
-    temperature: float = 1.0  # theta-forecast noise variance factor (beyond the paper; LKTD only)
-    # beyond the paper (LKTD only): a diagonal preconditioner on the theta-forecast, capped at this
-    # factor (1: none); see lktd_ppl.filter
-    precondition_max: float = 1.0
-    precondition_decay: float = 0.99
+class LKTDAgentConfig(struct.PyTreeNode):
+    """An LKTD-family agent: the model, the sampler (:class:`SamplerConfig`, declared once there)
+    and how the chains run.  Continuous settings are pytree leaves; counts and switches are static.
+    """
+
+    model: str = struct.field(pytree_node=False, default=DEFAULT_MODEL)  # "file.py:fn" or shipped
+    method: str = struct.field(pytree_node=False, default="lktd")  # lktd | sgld | sghmc
+    sampler: SamplerConfig = struct.field(default_factory=SamplerConfig)
+    num_chains: int = struct.field(pytree_node=False, default=1)
     init_sd: float = 0.1  # initial weights N(0, init_sd^2), as the official code
-    shared_init: bool = False  # every chain starts from the same draw (they differ by noise only)
+    shared_init: bool = struct.field(pytree_node=False, default=False)  # one start for all chains
     # beyond the spec: every chain draws its own minibatch from the shared buffer (the spec's chains
     # share one), so the minibatch's gradient noise is independent across chains, not common to all
-    own_minibatches: bool = False
+    own_minibatches: bool = struct.field(pytree_node=False, default=False)
     # eps0 annealed over training stages t: step_size * (1 + t / step_size_decay_stages)^-decay
     # (0: constant, the paper's).  The inner schedule eps0 k^-0.9 still restarts every stage.
-    step_size_decay: float = 0.0
+    step_size_decay: float = struct.field(pytree_node=False, default=0.0)
     step_size_decay_stages: float = 10_000.0
     # beyond the paper: eps0 times a piecewise-constant factor, ((stage, factor), ...) with stages
     # increasing: from each stage on, that factor (before the first, 1).  E.g. ((85_000, 0.1),
     # (90_000, 0.01)) lowers the step for the last stages only, while the sample window fills
-    step_size_drops: tuple[tuple[int, float], ...] = ()
+    step_size_drops: tuple[tuple[int, float], ...] = struct.field(pytree_node=False, default=())
     # how the chains of a stage run: "map" (one after the other), "vmap" (side by side) or "auto"
-    # (map on CPU, where a vmapped stage cost more per chain; vmap on an accelerator, whose cost per
+    # (map on CPU, where a vmapped stage costs more per chain; vmap on an accelerator, whose cost per
     # step is launch latency).  Same keys and arithmetic either way.
-    chain_batching: str = "auto"
-    escape: EscapeConfig = field(default_factory=EscapeConfig)
+    chain_batching: str = struct.field(pytree_node=False, default="auto")
 
     def __post_init__(self) -> None:
         if any(len(pair) != 2 for pair in self.step_size_drops):
@@ -75,9 +67,6 @@ class LKTDAgentConfig:
                 f"LKTDAgentConfig.step_size_drops: factors must be positive, got {drops}"
             )
 
-    def model_spec(self) -> str:
-        return self.model or f"{model_file('mlp_q.py')}:sarsa_spike_slab"
-
 
 def _rows(example: dict, k: int) -> dict:
     return {key: jnp.broadcast_to(v, (k, *v.shape)) for key, v in example.items()}
@@ -95,7 +84,9 @@ def stage_step_size(config: LKTDAgentConfig, stage: jax.Array) -> jax.Array:
     ``(1 + t / step_size_decay_stages)^-step_size_decay``, times the ``step_size_drops`` factor
     in force at that stage."""
     t = jnp.maximum(stage, 0).astype(jnp.float32)
-    eps0 = config.step_size * (1.0 + t / config.step_size_decay_stages) ** (-config.step_size_decay)
+    eps0 = config.sampler.step_size * (1.0 + t / config.step_size_decay_stages) ** (
+        -config.step_size_decay
+    )
     factor = jnp.float32(1.0)
     for start, f in config.step_size_drops:
         factor = jnp.where(t >= start, jnp.float32(f), factor)
@@ -109,34 +100,28 @@ def lktd_kernel(
     of ``batch_size`` transitions: what every chain of the agent steps with."""
     if config.method not in KERNELS:
         raise ModelError(f"unknown method {config.method!r}; choose one of {', '.join(KERNELS)}")
-    model = load_model(config.model_spec())
+    sampler = config.sampler
+    error = lktd_only_options_error(config.method, sampler.temperature, sampler.precondition_max)
+    if error:
+        raise ValueError(f"LKTDAgentConfig.sampler.{error}")
+    model = load_model(config.model)
     example = example_transition(2, num_actions)
     batch = {**_rows(example, batch_size), STAGE_KEY: jnp.int32(0)}
     ssm = from_numpyro(model, batch)
     if not ssm.has_site("q", batch):
         raise ModelError(
-            f"model {config.model_spec()} records no deterministic site 'q' (the Q-values of "
+            f"model {config.model} records no deterministic site 'q' (the Q-values of "
             "batch['obs'], shape (n, actions)); add numpyro.deterministic('q', ...)"
         )
-    sampler = SamplerConfig(
-        pseudo_population=config.pseudo_population,
-        step_size=config.step_size,
-        alpha=config.alpha,
-        friction=config.friction,
-        kappa=config.kappa,
-        compat=config.compat,
-        temperature=config.temperature,
-        precondition_max=config.precondition_max,
-        precondition_decay=config.precondition_decay,
-    )
-    error = lktd_only_options_error(config.method, config.temperature, config.precondition_max)
-    if error:
-        raise ValueError(f"LKTDAgentConfig.{error}")
     return ssm, KERNELS[config.method](ssm, sampler), sampler
 
 
-def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4) -> Learner:
-    ssm, kernel, sampler = lktd_kernel(config, batch_size, num_actions)
+def lktd_learner(
+    config: LKTDAgentConfig, escape: EscapeConfig | None = None, num_actions: int = 4
+) -> Learner:
+    """The harness's :class:`Learner` for ``config`` on the escape protocol ``escape``."""
+    escape = escape or EscapeConfig()
+    ssm, kernel, sampler = lktd_kernel(config, escape.batch_size, num_actions)
     m = config.num_chains
     if config.chain_batching not in ("auto", "map", "vmap"):
         raise ValueError(
@@ -196,7 +181,13 @@ def lktd_learner(config: LKTDAgentConfig, batch_size: int, num_actions: int = 4)
     )
 
 
-def make_lktd_train(config: LKTDAgentConfig):
+def flat_parameters(state) -> tuple[list[str], np.ndarray]:
+    """Every chain's final parameters, seed-major: (["chain", "param"], (seeds * chains, p))."""
+    pos = np.asarray(state.position)  # (seeds, chains, p)
+    return ["chain", "param"], pos.reshape(-1, pos.shape[-1])
+
+
+def make_lktd_train(config: LKTDAgentConfig, escape: EscapeConfig | None = None):
     """``train(keys, progress=True, log=None) -> results`` for the escape room."""
-    learner = lktd_learner(config, config.escape.batch_size)
-    return make_train(config.escape, learner)
+    escape = escape or EscapeConfig()
+    return make_train(escape, lktd_learner(config, escape))

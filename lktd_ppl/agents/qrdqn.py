@@ -19,33 +19,35 @@ Learner state: :class:`QRDQNState`.  ``q_grid``: the mean over quantiles, shape 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 import rlax
+from flax import struct
 
 from lktd_ppl.agents.dqn import MLP, adam, check_gamma, legal_greedy, sync_target
+from lktd_ppl.agents.dqn import flat_parameters as flat_parameters
 from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
 
 
-@dataclass(frozen=True)
-class QRDQNConfig:
+class QRDQNConfig(struct.PyTreeNode):
     """QR-DQN settings; defaults are the spec's table (section 4)."""
 
-    obs_dim: int = 2
-    num_actions: int = 4
-    hidden: tuple[int, ...] = (32, 32)
-    num_quantiles: int = 10
+    obs_dim: int = struct.field(pytree_node=False, default=2)
+    num_actions: int = struct.field(pytree_node=False, default=4)
+    hidden: tuple[int, ...] = struct.field(pytree_node=False, default=(32, 32))
+    num_quantiles: int = struct.field(pytree_node=False, default=10)
     kappa: float = 1.0  # Huber threshold of the quantile loss; 0: pure quantile (pinball) loss
     gamma: float = 0.9
     learning_rate: float = 1e-2
-    max_grad_norm: float | None = 1.0
-    target_every: int = 10
-    double_q: bool = True
-    init_sd: float | None = 0.1  # official: every weight and bias N(0, 0.1^2); None: flax's
+    max_grad_norm: float | None = struct.field(pytree_node=False, default=1.0)
+    target_every: int = struct.field(pytree_node=False, default=10)
+    double_q: bool = struct.field(pytree_node=False, default=True)
+    init_sd: float | None = struct.field(
+        pytree_node=False, default=0.1
+    )  # official: every weight and bias N(0, 0.1^2); None: flax's
 
 
 class QRDQNState(NamedTuple):
@@ -70,7 +72,8 @@ def quantile_fn(config: QRDQNConfig) -> Callable[[Any, jax.Array], jax.Array]:
     return apply
 
 
-def make_qrdqn_learner(config: QRDQNConfig = QRDQNConfig()) -> Learner:
+def make_qrdqn_learner(config: QRDQNConfig | None = None) -> Learner:
+    config = config or QRDQNConfig()
     net = MLP(tuple(config.hidden), config.num_actions * config.num_quantiles, config.init_sd)
     quantiles = quantile_fn(config)
     opt = adam(config.learning_rate, config.max_grad_norm)
@@ -116,8 +119,14 @@ def make_qrdqn_learner(config: QRDQNConfig = QRDQNConfig()) -> Learner:
     return Learner(members=1, init=init, q_values=q_values, q_grid=q_grid, update=update)
 
 
-def make_qrdqn_train(config: QRDQNConfig = QRDQNConfig(), escape: EscapeConfig | None = None):
+def make_qrdqn_train(config: QRDQNConfig | None = None, escape: EscapeConfig | None = None):
     """``train(keys, progress=True, log=None) -> results`` for the escape room."""
+    config = config or QRDQNConfig()
     escape = escape or EscapeConfig()
-    check_gamma(config.gamma, escape)
-    return make_train(escape, make_qrdqn_learner(config))
+    return make_train(escape, make_learner(config, escape))
+
+
+def make_learner(config: QRDQNConfig, escape: EscapeConfig | None = None) -> Learner:
+    """The registry's factory: the learner, its discount checked against the protocol's."""
+    check_gamma(config.gamma, escape or EscapeConfig())
+    return make_qrdqn_learner(config)

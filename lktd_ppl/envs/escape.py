@@ -38,8 +38,7 @@ import numpy as np
 from flax import struct
 from gymnasium import spaces
 
-ACTION_NAMES: tuple[str, ...] = ("E", "N", "W", "S")
-"""Compass name of each action index."""
+from lktd_ppl.names import ACTION_NAMES
 
 ACTION_DELTAS: np.ndarray = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], dtype=np.int32)
 """``(dx, dy)`` of each action, shape (4, 2)."""

@@ -1,0 +1,356 @@
+"""Run folders: write one run's results, read them back.
+
+A run is one algorithm on one environment over ``seeds`` seeds (vmapped), described by a
+:class:`RunSpec` (the algorithm's config dataclass, the escape protocol, seeds, thinning).
+:func:`lktd_ppl.training.execute` trains it and calls :func:`write_run`.
+
+A run folder holds:
+
+- ``config.json``: the resolved :class:`RunSpec` (``lktd train --config DIR/config.json``
+  reproduces the run: same config and seeds give the same metrics);
+- ``metrics.csv``: one row per seed x evaluation: ``step, seed, episodes, mean_return`` (NaN when no
+  episode ended since the previous evaluation), then every metric per action (``mse_E``,
+  ``coverage_E``, ``coverage_equal_tailed_E``, ``width_E``, ``calibration50_E``,
+  ``start_sq_error_E``, ...); NaN before the burn-in ends;
+- ``samples.nc``: ArviZ DataTree (netCDF): group ``posterior`` with ``q`` dims
+  ``(chain, draw, cell, action)``, the sampled Q-grids of the last ``sample_size`` training stages,
+  in time order, thinned to at most ``max_draws`` draws per chain; chains are seed-major
+  ``(seed, member)`` pairs (member = LKTD chain, BootDQN head; 1 for the point-estimate
+  baselines); group ``constant_data`` with the truth ``q_true`` and the scored-entry ``mask``;
+  group ``final_parameters`` with the final flat parameter vector (``theta``, dims
+  ``(chain, param)`` for the LKTD family, ``(seed, param)`` otherwise); root attributes name the
+  algorithm, the seeds, members per seed and the environment step of each draw
+  (``first_draw_step + draw * draw_step``);
+- ``checkpoint.npz``: the final learner state of every seed, one array per pytree leaf named by its
+  path (leading axis = seed); :func:`load_checkpoint` rebuilds the pytree. The replay buffer and the
+  sample ring are not saved: it is a final state to inspect or start from, not a resume point;
+- ``summary.md``: the table the command prints (last window, mean over seeds);
+- ``model.py`` (LKTD family): the run's copy of the NumPyro model file; ``config.json``'s
+  ``agent.model`` points at it (a relative model path in a config file is relative to the file's
+  folder) and ``model_source`` records where it was copied from, so a rerun uses the model as it
+  was, whatever happened to the original since;
+- plots (PNG): ``coverage_over_time``, ``learning_curve`` (median and IQR over seeds),
+  ``interval_heatmaps`` (first seed), ``policy_quiver`` (mean over seeds).
+
+:func:`diagnose` reads a folder back and adds ``diagnose.md``, ``diagnostics.csv`` (the ArviZ
+summary of every scored entry) and ``calibration``, ``trace``, ``interval_heatmaps`` and (with
+several chains) ``rhat_over_time`` plots.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lktd_ppl.config import RunError, RunSpec, spec_from_folder
+from lktd_ppl.names import ACTION_NAMES, LEVELS
+
+PER_ACTION = (
+    "mse",
+    "coverage",
+    "coverage_equal_tailed",
+    "width",
+    "start_sq_error",
+    "start_coverage",
+    "start_coverage_equal_tailed",
+)
+RUN_FILES = ("config.json", "metrics.csv", "samples.nc", "checkpoint.npz", "summary.md")
+MAX_PARAMS_SAVED = 5_000_000  # final parameters go into samples.nc below this many floats
+
+
+def metric_rows(spec: RunSpec, results: dict) -> list[dict]:
+    """One dict per (seed, evaluation), in the order of ``metrics.csv``."""
+    m = results["metrics"]
+    steps = np.asarray(results["eval_steps"])
+    episodes = np.asarray(results["episodes"])
+    returns = np.where(episodes > 0, np.asarray(results["mean_return"], np.float64), np.nan)
+    rows = []
+    for i, seed in enumerate(spec.seed_list):
+        for j, step in enumerate(steps):
+            row: dict[str, Any] = {
+                "step": int(step),
+                "seed": seed,
+                "episodes": int(episodes[i, j]),
+                "mean_return": float(returns[i, j]),
+            }
+            for name in PER_ACTION:
+                for a, action in enumerate(ACTION_NAMES):
+                    row[f"{name}_{action}"] = float(m[name][i, j, a])
+            for li, lv in enumerate(LEVELS):
+                for a, action in enumerate(ACTION_NAMES):
+                    row[f"calibration{round(lv * 100)}_{action}"] = float(
+                        m["calibration"][i, j, li, a]
+                    )
+            rows.append(row)
+    return rows
+
+
+def write_metrics_csv(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: (f"{v:.9g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
+
+
+def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
+    """``metrics.csv`` as columns (float arrays; ``step``, ``seed``, ``episodes`` as integers)."""
+    path = Path(folder) / "metrics.csv"
+    if not path.is_file():
+        raise RunError(f"{str(path)!r} does not exist: is {str(folder)!r} a run folder?")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise RunError(f"{str(path)!r} holds no rows")
+    cols = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+    for k in ("step", "seed", "episodes"):
+        cols[k] = cols[k].astype(np.int64)
+    return cols
+
+
+def last_window_means(cols: dict[str, np.ndarray], total_steps: int, window: int) -> dict:
+    """Metric -> mean over seeds of the per-seed mean over the last window's evaluations."""
+    last = cols["step"] > total_steps - window
+    seeds = np.unique(cols["seed"])
+    out = {}
+    for k, v in cols.items():
+        if k in ("step", "seed"):
+            continue
+        per_seed = [_nanmean(v[last & (cols["seed"] == s)]) for s in seeds]
+        out[k] = _nanmean(np.array(per_seed))
+    return out
+
+
+def _nanmean(x: np.ndarray, axis: int | None = None) -> Any:
+    x = np.asarray(x, dtype=np.float64)
+    finite = np.isfinite(x)
+    count = finite.sum(axis=axis)
+    total = np.where(finite, x, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)[()]
+
+
+def _fmt(v: float, spec: str) -> str:
+    return "-" if not np.isfinite(v) else format(float(v), spec)
+
+
+def summary_table(spec: RunSpec, cols: dict[str, np.ndarray], wall_time: float | None) -> str:
+    """The Markdown summary the command prints and writes to ``summary.md``."""
+    e = spec.escape
+    means = last_window_means(cols, e.total_steps, e.window)
+    members = spec.members
+    first = max(e.total_steps - e.window, 0) + 1
+    lines = [f"# {spec.algo} on {spec.env}", ""]
+    facts = (
+        f"{spec.seeds} seed{'s' if spec.seeds > 1 else ''} ({spec.first_seed}.."
+        f"{spec.first_seed + spec.seeds - 1}) x {members} member{'s' if members > 1 else ''}, "
+        f"{e.total_steps:,} environment steps"
+    )
+    if wall_time is not None:
+        rate = e.total_steps * spec.seeds / max(wall_time, 1e-9)
+        facts += f", {wall_time:.1f} s ({rate:,.0f} steps/s, compile included)"
+    lines += [
+        facts + ".",
+        f"Last window (steps {first:,}-{e.total_steps:,}), mean over seeds; truth: Q of the "
+        f"epsilon-greedy (epsilon = {e.truth_epsilon}) optimal policy, computed exactly.",
+        "",
+        "| action | coverage | equal-tailed | MSE | width | start coverage | start sq. error |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def row(label: str, get: Callable[[str], float]) -> str:
+        return (
+            f"| {label} | {_fmt(get('coverage'), '.4f')} | "
+            f"{_fmt(get('coverage_equal_tailed'), '.4f')} | {_fmt(get('mse'), '.3e')} | "
+            f"{_fmt(get('width'), '.4f')} | {_fmt(get('start_coverage'), '.4f')} | "
+            f"{_fmt(get('start_sq_error'), '.3e')} |"
+        )
+
+    for a in ACTION_NAMES:
+        lines.append(row(a, lambda name, a=a: means[f"{name}_{a}"]))
+    lines.append(
+        row("avg", lambda name: _nanmean(np.array([means[f"{name}_{a}"] for a in ACTION_NAMES])))
+    )
+    cal = [
+        _nanmean(np.array([means[f"calibration{round(lv * 100)}_{a}"] for a in ACTION_NAMES]))
+        for lv in LEVELS
+    ]
+    ret = means["mean_return"]
+    lines += [
+        "",
+        "Calibration (equal-tailed coverage at nominal "
+        + " / ".join(f"{lv:.0%}" for lv in LEVELS)
+        + ", avg over actions): "
+        + " / ".join(_fmt(c, ".4f") for c in cal)
+        + f". Mean return: {_fmt(ret, '.2f')}.",
+        "",
+        "coverage: the paper's (95% interval centred at the latest sample; a calibrated posterior "
+        "scores about 0.834); equal-tailed: q2.5 < truth < q97.5 (calibrated: 0.95). MSE and width "
+        "over legal cells; start: the start cell (only E and N are legal there).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def ordered_draws(final: dict, seed_index: int, sample_size: int, members: int) -> np.ndarray:
+    """The stored Q-grids of one seed in time order: (members, draws, cells * actions)."""
+    ring = np.asarray(final["samples"][seed_index])  # (cells*A, S*m)
+    valid = np.asarray(final["valid"][seed_index]).reshape(sample_size, members).all(axis=1)
+    slot = int(final["slot"][seed_index])
+    order = (slot + np.arange(sample_size)) % sample_size
+    order = order[valid[order]]
+    grids = ring.reshape(ring.shape[0], sample_size, members)[:, order]  # (cells*A, n, m)
+    return np.transpose(grids, (2, 1, 0))
+
+
+def thin_index(n: int, max_draws: int) -> np.ndarray:
+    """Evenly strided indices into ``n`` draws, at most ``max_draws``, always keeping the last."""
+    stride = max(1, math.ceil(n / max_draws))
+    return np.arange(n - 1, -1, -stride)[::-1]
+
+
+def _leaf_name(path: tuple) -> str:
+    import jax
+
+    return jax.tree_util.keystr(path).lstrip(".") or "leaf"
+
+
+def _to_numpy(leaf: Any) -> np.ndarray:
+    import jax
+
+    if hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)
+    return np.asarray(leaf)
+
+
+def write_run(out: str | Path, spec: RunSpec, results: dict) -> Path:
+    """Write the run folder (see the module docstring) from the harness's ``results``."""
+    import jax
+
+    from lktd_ppl import diagnostics as dg
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    e = spec.escape
+    config = spec.to_dict()
+    if spec.algorithm.samples_model:  # the run folder keeps its own copy of the model
+        from lktd_ppl.api import resolve_model
+
+        source, name = resolve_model(spec.agent.model)
+        if source.resolve() != (out / "model.py").resolve():
+            shutil.copyfile(source, out / "model.py")
+        config["agent"]["model"] = f"model.py:{name}"
+        config["model_source"] = spec.agent.model
+    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    rows = metric_rows(spec, results)
+    write_metrics_csv(out / "metrics.csv", rows)
+
+    # samples.nc
+    members = spec.members
+    final = results["final"]
+    truth = np.where(results["mask"], results["truth"], np.nan)
+    per_seed = [ordered_draws(final, i, e.sample_size, members) for i in range(spec.seeds)]
+    n = per_seed[0].shape[1]
+    idx = thin_index(n, spec.max_draws)
+    cells, num_actions = truth.shape
+    q = np.concatenate([d[:, idx] for d in per_seed]).reshape(-1, len(idx), cells, num_actions)
+    steps = e.total_steps - (n - 1 - idx) * e.train_every
+    attrs = {
+        "algo": spec.algo,
+        "env": spec.env,
+        "seeds": spec.seed_list,
+        "members_per_seed": members,
+        "chain_layout": "seed-major: chain = seed_index * members_per_seed + member",
+        "first_draw_step": int(steps[0]) if len(steps) else 0,
+        "draw_step": int(steps[1] - steps[0]) if len(steps) > 1 else 0,
+        "stored_stages": int(n),
+        "grid_size": int(e.size),
+        "config": json.dumps(config),
+    }
+    tree = dg.q_samples_to_datatree(q, truth=truth, mask=results["mask"], attrs=attrs)
+    learner_state = results["state"].learner
+    params = spec.algorithm.flat_parameters(learner_state)
+    if params[1].size <= MAX_PARAMS_SAVED:
+        import xarray as xr
+
+        dims, theta = params
+        tree["final_parameters"] = xr.DataTree(xr.Dataset({"theta": (dims, theta)}))
+    dg.save_datatree(tree, out / "samples.nc")
+
+    # checkpoint.npz
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(learner_state))[0]
+    np.savez_compressed(out / "checkpoint.npz", **{_leaf_name(p): _to_numpy(v) for p, v in leaves})
+
+    # summary and plots
+    cols = read_metrics(out)
+    (out / "summary.md").write_text(summary_table(spec, cols, results.get("wall_time")))
+    title = f"{spec.algo}, {e.total_steps:,} steps, {spec.seeds} seed(s)"
+    evals = np.asarray(results["eval_steps"])
+    m = results["metrics"]
+    win_steps, win_cov = window_average(evals, m["coverage"], e.window, e.total_steps)
+    _, win_et = window_average(evals, m["coverage_equal_tailed"], e.window, e.total_steps)
+    dg.plot_coverage_over_time(
+        win_steps,
+        _nanmean(win_cov, axis=0),
+        _nanmean(win_et, axis=0),
+        title=f"coverage (window means): {title}",
+        path=out / "coverage_over_time.png",
+    )
+    returns = np.where(results["episodes"] > 0, results["mean_return"], np.nan)
+    dg.plot_learning_curve(evals, returns, label=spec.algo, path=out / "learning_curve.png")
+    first_seed = per_seed[0].reshape(-1, cells, num_actions)
+    if first_seed.shape[0] >= 2:
+        dg.plot_interval_heatmaps(
+            first_seed,
+            truth,
+            results["mask"],
+            e.size,
+            title=f"95% intervals, seed {spec.first_seed}: {title}",
+            path=out / "interval_heatmaps.png",
+        )
+    dg.plot_policy_quiver(
+        np.mean(np.asarray(final["policy_frequency"]), axis=0),
+        e.size,
+        title=f"mean greedy-policy probability: {title}",
+        path=out / "policy_quiver.png",
+    )
+    return out
+
+
+def window_average(
+    steps: np.ndarray, values: np.ndarray, window: int, total: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-window means of ``values`` (seeds, evals, ...) over the evaluations at ``steps``:
+    (window end steps, (seeds, windows, ...)); the paper logs its metrics this way."""
+    ids = (np.asarray(steps) - 1) // window
+    keys = np.unique(ids)
+    means = np.stack([_nanmean(values[:, ids == k], axis=1) for k in keys], axis=1)
+    return np.minimum((keys + 1) * window, total), means
+
+
+def load_checkpoint(folder: str | Path) -> Any:
+    """The final learner state saved in ``folder/checkpoint.npz``, as the learner's pytree (every
+    leaf with a leading seed axis)."""
+    import jax
+
+    folder = Path(folder)
+    spec = spec_from_folder(folder)
+    path = folder / "checkpoint.npz"
+    if not path.is_file():
+        raise RunError(f"{str(path)!r} does not exist")
+    from lktd_ppl.training import make_learner
+
+    learner = make_learner(spec)
+    shapes = jax.eval_shape(learner.init, jax.random.key(0))
+    paths, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    with np.load(path) as data:
+        leaves = [data[_leaf_name(p)] for p, _ in paths]
+    return jax.tree_util.tree_unflatten(treedef, leaves)

@@ -1,0 +1,61 @@
+"""Training driver: a :class:`~lktd_ppl.config.RunSpec` -> the harness's jitted ``train`` ->
+a run folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lktd_ppl.config import RunError, RunSpec
+from lktd_ppl.run_folder import write_run
+
+
+def make_learner(spec: RunSpec) -> Any:
+    """The harness's :class:`~lktd_ppl.agents.harness.Learner` of ``spec`` (loads and checks the
+    model of the LKTD family, KOVA's memory need, ...)."""
+    return spec.algorithm.make_learner(spec.agent, spec.escape)
+
+
+def make_train(spec: RunSpec) -> Callable[..., dict]:
+    """The harness's ``train(keys, progress, log)`` for ``spec``; the learner is built (and the
+    model checked) before anything runs."""
+    from lktd_ppl.agents.harness import make_train as harness_train
+
+    return harness_train(spec.escape, make_learner(spec))
+
+
+def prepare_folder(out: str | Path, overwrite: bool) -> Path:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out {str(out)!r} exists and is not a folder")
+    if (out / "config.json").exists() and not overwrite:
+        raise RunError(
+            f"{str(out)!r} already holds a run (config.json); pick another --out or pass "
+            "--overwrite"
+        )
+    return out
+
+
+def execute(
+    spec: RunSpec,
+    out: str | Path,
+    *,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+    train: Callable[..., dict] | None = None,
+) -> dict:
+    """Train ``spec`` and write the run folder ``out``; returns the harness's results.
+
+    ``train``: ``make_train(spec)`` if already built (it loads and checks the model)."""
+    import jax
+    import jax.numpy as jnp
+
+    out = prepare_folder(out, overwrite)
+    if train is None:  # model / memory problems surface here, before the folder exists
+        train = make_train(spec)
+    keys = jnp.stack([jax.random.key(s) for s in spec.seed_list])
+    results = train(keys, progress=progress, log=log)
+    write_run(out, spec, results)
+    return results
