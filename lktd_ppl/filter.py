@@ -1,5 +1,5 @@
-"""The LKTD kernel (spec sections 2-3): variance-split augmented state, Langevin forecast, scalar-gain
-Kalman analysis.  Pure ``init`` / ``step`` functions over NamedTuple states, BlackJAX style.
+"""The LKTD kernel (spec sections 2-3): variance-split augmented state, Langevin forecast by
+BlackJAX, scalar-gain Kalman analysis.  Pure ``init`` / ``step`` functions over NamedTuple states.
 
 Notation: ``c = N / n`` (pseudo-population over minibatch size), ``theta`` the flat unconstrained
 parameters, ``xi`` the auxiliary measurement (shaped like the observation ``r``).
@@ -9,28 +9,42 @@ Default mode samples the consistent tempered target of spec section 2::
     log pi~(phi) = log pi(theta) + c * log N(xi; h(theta), alpha sigma^2)
     log lik(phi) = c * log N(r; xi, (1 - alpha) sigma^2)
 
-Stage (one posterior draw): xi is drawn from its exact conditional (Gibbs), then kappa inner steps::
+Where each equation lives:
 
-    eps_k  = schedule(eps0, k)                    (restarts every stage)
-    forecast: phi <- phi + (eps_k/2)(1/c) grad log pi~(phi) + N(0, (eps_k/c) I)   [BlackJAX SGLD]
-    analysis: xi  <- xi + g_k (r - xi - v),  v ~ N(0, R/c),  R = 2(1-alpha)sigma^2,
-              g_k = eps_k / (eps_k + R)
+- grad of log pi~ w.r.t. (theta, xi), one forward and one backward pass: :func:`augmented_drift`
+  (the forward pass itself: :func:`forward`);
+- stage start, the exact conditional xi | theta, r ~ N(alpha r + (1-alpha) h, alpha(1-alpha)
+  sigma^2 / c) (spec eq. (7), tempered): :func:`gibbs_xi`;
+- forecast, ``phi <- phi + (eps_k/2)(1/c) grad log pi~(phi) + N(0, (eps_k/c) I)``: in
+  :func:`inner_step`, one ``blackjax.sgld`` step with step size ``(eps_k/2)(1/c)``
+  (:func:`lktd_ppl.langevin.sgld_move`); with explicit noise (tests, pre-drawn noise) its
+  hand-written form :func:`lktd_ppl.langevin.langevin_step`;
+- analysis, ``xi <- xi + g_k (r - xi - v)``, ``v ~ N(0, R/c)``, ``R = 2(1-alpha)sigma^2``,
+  ``g_k = eps_k / (eps_k + R)``: the end of :func:`inner_step` (hand-written: a Kalman update
+  with a scalar gain, which BlackJAX does not have);
+- one stage (the Gibbs draw, then kappa inner steps with ``eps_k = schedule(eps0, k)``, restarting
+  every stage): ``step`` of the kernel :func:`lktd` returns;
+- the dense-gain LEnKF step the scalar gain replaces: :func:`exact_gain_step`; Lemma 1's
+  preconditioned-SGLD form: :func:`lktd_ppl.exact.preconditioned_sgld_step`.
 
 ``compat=True`` reproduces the official code: xi <- r at the stage start, no c on the xi-block of
 the drift, and both likelihood drifts doubled (its loss is a sum of squares without 1/2).
 
+``temperature`` T (beyond the paper) multiplies the variance of every noise of a stage: the Gibbs
+draw of xi, the forecast's (BlackJAX's ``temperature`` argument) and the analysis's v.
+
 Beyond the paper, ``precondition_max > 1`` preconditions the theta-forecast with a diagonal M
-(the pSGLD idea, Li et al. 2016), fixed within a stage::
+(the pSGLD idea, Li et al. 2016), fixed within a stage (:func:`update_preconditioner`)::
 
     v <- beta v + (1 - beta) g^2               (g: the theta-drift at the stage start)
     M  = clip(median(sqrt v) / sqrt v, 1, precondition_max)
     theta <- theta + (eps_k/2)(1/c) M g + N(0, (eps_k/c) M)
 
-Parameters whose drift is large (the well-determined ones) keep the spec's step; those the data
-barely touch (e.g. the output weights of a rarely taken action) move up to ``precondition_max``
-times faster.  For a fixed M the target is unchanged; M drifts slowly (the term in dM/dtheta is
-dropped, as pSGLD drops it).  Cost: a 1M-step escape run takes 1.33x the plain one
-(``experiments/results/bench_escape_run.md``).
+which is BlackJAX's SGLD step in the coordinates ``y = theta / sqrt(M)`` (drift ``sqrt(M) g``),
+mapped back.  Parameters whose drift is large (the well-determined ones) keep the spec's step;
+those the data barely touch (e.g. the output weights of a rarely taken action) move up to
+``precondition_max`` times faster.  For a fixed M the target is unchanged; M drifts slowly (the
+term in dM/dtheta is dropped, as pSGLD drops it).
 """
 
 from __future__ import annotations
@@ -42,8 +56,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from lktd_ppl.langevin import langevin_step
-from lktd_ppl.rng import standard_normal, stream, stream_normal
+from lktd_ppl.langevin import langevin_step, sgld_move
+from lktd_ppl.rng import fast_key, standard_normal
 from lktd_ppl.ssm import Batch, Measurement, StateSpaceModel
 
 
@@ -187,8 +201,14 @@ def inner_step(
     fwd: Forward | None = None,
     precond: jax.Array | None = None,
     drift: tuple[tuple[jax.Array, jax.Array], Measurement] | None = None,
+    v: jax.Array | None = None,
 ) -> LKTDState:
     """One forecast + analysis.  Give either ``key`` or the standard-normal ``noise``.
+
+    With ``key`` (the product path) the forecast is one ``blackjax.sgld`` step drawing its noise
+    from ``key`` (converted to a fast key); ``v``, if given, is the analysis's standard-normal noise
+    (else drawn from ``key`` too).  With ``noise`` the forecast is the hand-written explicit-noise
+    form of the same step (:func:`lktd_ppl.langevin.langevin_step`), for exact comparisons.
 
     ``precond``: the diagonal M of the theta-forecast (see the module's docstring), or None;
     ``drift``: :func:`augmented_drift` at ``state``, if the caller has computed it.
@@ -203,22 +223,42 @@ def inner_step(
     (g_theta, g_xi), meas = drift or augmented_drift(ssm, config, state, batch, fwd)
     h_step = 0.5 * eps / c
     if noise is None:
-        noise = split_noise(standard_normal(key, (noise_size(state),)), state)
-    noise = InnerNoise(*(z * jnp.sqrt(config.temperature).astype(z.dtype) for z in noise))
-    if precond is not None:  # theta moves by h M g + sqrt(2 h M) z
-        noise = noise._replace(theta=noise.theta * jnp.sqrt(precond))
-        g_theta = g_theta * precond
-    phi = (state.position, state.xi)
-    theta, xi = langevin_step(phi, (g_theta, g_xi), h_step, (noise.theta, noise.xi))
+        key = fast_key(key)
+        if v is None:
+            key, key_v = jax.random.split(key)
+            v = standard_normal(key_v, state.xi.shape, state.xi.dtype)
+        theta, xi = _forecast(
+            key, config, (state.position, state.xi), (g_theta, g_xi), h_step, precond
+        )
+    else:
+        root_t = jnp.sqrt(config.temperature).astype(noise.theta.dtype)
+        z_theta = noise.theta * root_t
+        if precond is not None:  # theta moves by h M g + sqrt(2 h M) z
+            z_theta = z_theta * jnp.sqrt(precond)
+            g_theta = g_theta * precond
+        phi = (state.position, state.xi)
+        theta, xi = langevin_step(phi, (g_theta, g_xi), h_step, (z_theta, noise.xi * root_t))
+        v = noise.v
+    v = v * jnp.sqrt(config.temperature).astype(v.dtype)
     r_var = analysis_r_factor * (1.0 - config.alpha) * _scale(meas)
     gain = eps / (eps + r_var)
-    xi = xi + gain * (meas.value - xi - jnp.sqrt(r_var / c) * noise.v)
+    xi = xi + gain * (meas.value - xi - jnp.sqrt(r_var / c) * v)
     return LKTDState(theta, xi, state.sq_drift)
 
 
+def _forecast(key, config, phi, grads, h_step, precond):
+    """BlackJAX's SGLD step on phi = (theta, xi) at temperature ``config.temperature``; with a
+    diagonal preconditioner M, the step in the coordinates (theta / sqrt(M), xi), mapped back."""
+    if precond is None:
+        return sgld_move(key, phi, lambda *_: grads, None, h_step, config.temperature)
+    root = jnp.sqrt(precond)
+    y = (phi[0] / root, phi[1])
+    y = sgld_move(key, y, lambda *_: (grads[0] * root, grads[1]), None, h_step, config.temperature)
+    return y[0] * root, y[1]
+
+
 def _median(x: jax.Array) -> jax.Array:
-    """``jnp.median`` of a vector (the same value) from a partial sort: 6x cheaper at p = 1284 on
-    CPU, where the full sort cost 60 us per stage."""
+    """``jnp.median`` of a vector (the same value) from a partial sort, cheaper than a full sort."""
     n = x.shape[0]
     low = -jax.lax.top_k(-x, n // 2 + 1)[0]  # the n // 2 + 1 smallest, ascending
     return low[-1] if n % 2 else 0.5 * (low[-1] + low[-2])
@@ -263,20 +303,12 @@ def gaussian_loglik(meas: Measurement) -> jax.Array:
     return jnp.sum(meas.weight * ll)
 
 
-# Without explicit noise, a stage draws each inner step's noise as it goes when one step needs at
-# most this many normals, and the whole stage's at once otherwise: on the 2-core CPU the first is
-# faster at [32, 32] (p + 2n = 1484: 25.9 against 27.3 us per inner step), the second at [64, 64]
-# (4812: 62 against 86 us), where the draw competes with larger matrix products
-# (experiments/bench_inner_step.py).
-STREAM_MAX = 2048
-
-
 class Kernel(NamedTuple):
     """``init(position) -> state``; ``step(key, state, batch, noise=None) -> (state, StageInfo)``.
 
-    ``noise``, if given, is the flat vector of ``noise_size`` standard normals that one stage
-    consumes (else it is drawn from ``key``, see ``STREAM_MAX``).  Drawing it for many stages at
-    once, outside the stage loop (as :func:`lktd_ppl.sample` does), is the cheapest on CPU.
+    Without ``noise`` (the product path) a stage's Langevin moves are BlackJAX's, drawing from
+    keys split from ``key``.  ``noise``, if given, is the flat vector of ``noise_size`` standard
+    normals that one stage consumes, and the moves are their hand-written explicit-noise forms.
     """
 
     init: Callable[..., Any]
@@ -309,16 +341,15 @@ def lktd(ssm: StateSpaceModel, config: SamplerConfig) -> Kernel:
         # one forward pass at the stage's start serves the Gibbs draw of xi and the first inner step
         fwd = forward(ssm, state.position, batch)
         dtype = state.position.dtype
-        if noise is None and per_step <= STREAM_MAX:
-            # draw as we go from one stream: each step's draw is independent of that step's
-            # passes through the network, so XLA may run it meanwhile on another core
-            rng, z_gibbs = stream_normal(stream(key), ssm.obs_shape, dtype)
-            z_inner = None
+        if (
+            noise is None
+        ):  # BlackJAX's moves, one key each; the Gibbs and analysis noise in one draw
+            keys = jax.random.split(fast_key(key), config.kappa + 1)
+            z = standard_normal(keys[0], (config.kappa + 1, *ssm.obs_shape), dtype)
+            z_gibbs, per_k = z[0], (keys[1:], z[1:])
         else:
-            if noise is None:  # larger models: the whole stage's noise in one draw
-                noise = standard_normal(key, (total,), dtype)
-            rng, z_gibbs = None, noise[:m].reshape(ssm.obs_shape)
-            z_inner = noise[m:].reshape(config.kappa, per_step)
+            z_gibbs = noise[:m].reshape(ssm.obs_shape)
+            per_k = noise[m:].reshape(config.kappa, per_step)
         state = state._replace(xi=gibbs_xi(config, fwd.meas, None, z=z_gibbs))
         precond = drift = None
         if preconditioned:  # M from the drift at the stage start (the first step's), then fixed
@@ -326,22 +357,23 @@ def lktd(ssm: StateSpaceModel, config: SamplerConfig) -> Kernel:
             sq_drift, precond = update_preconditioner(config, state.sq_drift, drift[0][0])
             state = state._replace(sq_drift=sq_drift)
 
-        def inner(carry, k, fwd=None, drift=None):
-            s, rng = carry
-            if z_inner is None:
-                rng, z_k = stream_normal(rng, (per_step,), dtype)
-            else:
-                z_k = z_inner[k - 1]
+        def inner(s, xs, fwd=None, drift=None):
+            k, rand = xs
             eps = config.schedule(config.step_size, k)
-            noise_k = split_noise(z_k, s)
-            s = inner_step(
-                ssm, config, s, batch, eps, noise=noise_k, fwd=fwd, precond=precond, drift=drift
+            if noise is None:
+                key_k, v_k = rand
+                kw = dict(key=key_k, v=v_k)
+            else:
+                kw = dict(noise=split_noise(rand, s))
+            return inner_step(
+                ssm, config, s, batch, eps, fwd=fwd, precond=precond, drift=drift, **kw
             )
-            return s, rng
 
-        carry = inner((state, rng), jnp.asarray(1), fwd, drift)
+        first = jax.tree.map(lambda x: x[0], per_k)
+        state = inner(state, (jnp.asarray(1), first), fwd, drift)
+        rest = jax.tree.map(lambda x: x[1:], per_k)
         ks = jnp.arange(2, config.kappa + 1)
-        (state, _), _ = jax.lax.scan(lambda c, k: (inner(c, k), None), carry, ks)
+        state, _ = jax.lax.scan(lambda s, xs: (inner(s, xs), None), state, (ks, rest))
         return state, StageInfo(fwd.log_prior, gaussian_loglik(fwd.meas))
 
     return Kernel(init, step, total)

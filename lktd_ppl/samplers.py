@@ -6,9 +6,12 @@ SGLD:   theta <- theta + (eps/2)(n/N) [grad log pi + (N/n) grad log lik] + N(0, 
 SGHMC:  u <- (1 - friction) u + eps (n/N) [grad log pi + (N/n) grad log lik] + N(0, 2 friction eps n/N)
         theta <- theta + u          (momentum kept across inner steps and stages)
 
-``compat=True`` doubles the likelihood term (the official code's sum of squares without 1/2), and
-for SGHMC also drops the momentum between steps, as the official optimiser does (see
-``sghmc_inner_step``).
+Without explicit noise (the product path) every move is BlackJAX's: SGLD is ``blackjax.sgld`` with
+step size (eps/2)(n/N); SGHMC is ``blackjax.sgmcmc.diffusions.sghmc`` with the momentum in the
+state (:func:`lktd_ppl.langevin.sghmc_move`).  ``compat=True`` doubles the likelihood term (the
+official code's sum of squares without 1/2), and for SGHMC also drops the momentum between steps,
+as the official optimiser does (see ``sghmc_inner_step``).  With explicit standard-normal noise
+the moves are their hand-written forms (:mod:`lktd_ppl.langevin`), for exact comparisons.
 """
 
 from __future__ import annotations
@@ -19,8 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from lktd_ppl.filter import Kernel, SamplerConfig, StageInfo
-from lktd_ppl.langevin import langevin_step, sghmc_step
-from lktd_ppl.rng import standard_normal
+from lktd_ppl.langevin import langevin_step, sghmc_move, sghmc_step, sgld_move
+from lktd_ppl.rng import fast_key
 from lktd_ppl.ssm import Batch, StateSpaceModel
 
 
@@ -51,52 +54,71 @@ def _eta(config: SamplerConfig, ssm: StateSpaceModel, k: jax.Array) -> jax.Array
     return config.schedule(config.step_size, k) * ssm.obs_size / config.pseudo_population
 
 
-def _noise(key, noise, position):
-    return standard_normal(key, position.shape, position.dtype) if noise is None else noise
-
-
 def sgld_inner_step(ssm, config, state, batch, k, key=None, noise=None) -> SGLDState:
-    """One SGLD step at inner index k; ``noise`` (N(0, 1), theta's shape) replaces ``key``."""
-    g, _ = tempered_grad(ssm, config, state.position, batch)
+    """One SGLD step at inner index k: ``blackjax.sgld`` drawing from ``key``, or, given ``noise``
+    (N(0, 1), theta's shape), its hand-written explicit-noise form."""
     h = 0.5 * _eta(config, ssm, k)
-    return SGLDState(langevin_step(state.position, g, h, _noise(key, noise, state.position)))
+    if noise is None:
+
+        def grad_estimator(theta, b):
+            return tempered_grad(ssm, config, theta, b)[0]
+
+        return SGLDState(sgld_move(key, state.position, grad_estimator, batch, h))
+    g, _ = tempered_grad(ssm, config, state.position, batch)
+    return SGLDState(langevin_step(state.position, g, h, noise))
 
 
 def sghmc_inner_step(ssm, config, state, batch, k, key=None, noise=None) -> SGHMCState:
-    """One SGHMC step at inner index k; ``noise`` (N(0, 1), theta's shape) replaces ``key``.
+    """One SGHMC step at inner index k, drawing from ``key`` (BlackJAX's moves), or, given ``noise``
+    (N(0, 1), theta's shape), their hand-written explicit-noise forms.
 
     ``compat=True`` reproduces the official code, whose optimiser computes the new momentum into
     a local variable and never stores it: every step starts from zero momentum, so its "SGHMC" is
     a Langevin step with drift eps (n/N) grad and noise variance 2 friction eps n/N (a colder
-    and, at friction 0.1, twice as fast SGLD).  The default keeps the momentum, as SGHMC does.
+    and, at friction 0.1, twice as fast SGLD): ``blackjax.sgld`` with step size eps n/N at
+    temperature ``friction``.  The default keeps the momentum, as SGHMC does
+    (``blackjax.sgmcmc.diffusions.sghmc``, :func:`lktd_ppl.langevin.sghmc_move`).
     """
-    g, _ = tempered_grad(ssm, config, state.position, batch)
     eta = _eta(config, ssm, k)
-    z = _noise(key, noise, state.position)
+    if noise is None and config.compat:
+
+        def grad_estimator(theta, b):
+            return tempered_grad(ssm, config, theta, b)[0]
+
+        pos = sgld_move(key, state.position, grad_estimator, batch, eta, config.friction)
+        return SGHMCState(pos, pos - state.position)
+    g, _ = tempered_grad(ssm, config, state.position, batch)
+    if noise is None:
+        return SGHMCState(*sghmc_move(key, state.position, state.velocity, g, eta, config.friction))
     if config.compat:  # from zero momentum, and the position moves by the new velocity
-        _, vel = sghmc_step(
-            state.position, jnp.zeros_like(state.velocity), g, eta, config.friction, z
-        )
+        zero = jnp.zeros_like(state.velocity)
+        _, vel = sghmc_step(state.position, zero, g, eta, config.friction, noise)
         return SGHMCState(state.position + vel, vel)
-    pos, vel = sghmc_step(state.position, state.velocity, g, eta, config.friction, z)
-    return SGHMCState(pos, vel)
+    return SGHMCState(*sghmc_step(state.position, state.velocity, g, eta, config.friction, noise))
 
 
 def _stage_kernel(ssm, config, init, inner) -> Kernel:
     total = config.kappa * ssm.p
 
     def step(key: jax.Array, state, batch: Batch, noise: jax.Array | None = None):
-        if noise is None:  # one draw per stage
-            noise = standard_normal(key, (total,), state.position.dtype)
         lp, ll = ssm.prior_and_loglik(state.position, batch)
-
-        def body(s, xs):
-            k, noise_k = xs
-            return inner(ssm, config, s, batch, k, noise=noise_k), None
-
         ks = jnp.arange(1, config.kappa + 1)
-        z = noise.reshape(config.kappa, ssm.p)
-        state, _ = jax.lax.scan(body, state, (ks, z))
+        if noise is None:  # BlackJAX's moves, one key per inner step
+            keys = jax.random.split(fast_key(key), config.kappa)
+
+            def body(s, xs):
+                k, key_k = xs
+                return inner(ssm, config, s, batch, k, key=key_k), None
+
+            state, _ = jax.lax.scan(body, state, (ks, keys))
+        else:
+
+            def body(s, xs):
+                k, noise_k = xs
+                return inner(ssm, config, s, batch, k, noise=noise_k), None
+
+            z = noise.reshape(config.kappa, ssm.p)
+            state, _ = jax.lax.scan(body, state, (ks, z))
         return state, StageInfo(lp, ll)
 
     return Kernel(init, step, total)

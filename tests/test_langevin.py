@@ -1,4 +1,5 @@
-"""The Langevin moves agree with BlackJAX, and the step-size convention is pinned."""
+"""The Langevin moves are BlackJAX's (the explicit-noise forms agree with them given the same noise),
+and the step-size convention is pinned."""
 
 import blackjax
 import jax
@@ -10,8 +11,14 @@ from conftest import MODELS
 
 import lktd_ppl
 from lktd_ppl.filter import InnerNoise, LKTDState, SamplerConfig, inner_step
-from lktd_ppl.langevin import blackjax_noise, langevin_step, sghmc_step
-from lktd_ppl.rng import standard_normal
+from lktd_ppl.langevin import (
+    blackjax_noise,
+    langevin_step,
+    sghmc_move,
+    sghmc_step,
+    sgld_move,
+)
+from lktd_ppl.rng import fast_key, standard_normal
 
 
 def test_explicit_noise_equals_blackjax_sgld():
@@ -25,17 +32,40 @@ def test_explicit_noise_equals_blackjax_sgld():
         np.testing.assert_array_equal(e, a)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.25])
+def test_sgld_move_is_blackjax_sgld_on_the_fast_key(temperature):
+    """The product path's move is blackjax.sgld's step with the key made fast; its noise is
+    BlackJAX's draw from that key, scaled by sqrt(T) (T: noise variance factor)."""
+    key = jax.random.key(3)
+    pos = (jnp.arange(3.0), jnp.ones((2, 2)))
+    grad = (jnp.array([1.0, -2.0, 0.5]), -jnp.ones((2, 2)))
+    ours = jax.jit(sgld_move, static_argnums=2)(
+        key, pos, lambda p, b: grad, None, 0.01, temperature
+    )
+    sgld = blackjax.sgld(lambda p, batch: grad)
+    expected = jax.jit(sgld.step)(fast_key(key), pos, None, 0.01, temperature)
+    noise = jax.tree.map(lambda z: np.sqrt(temperature) * z, blackjax_noise(fast_key(key), pos))
+    by_hand = langevin_step(pos, grad, 0.01, noise)
+    for e, a, h in zip(*map(jax.tree.leaves, (expected, ours, by_hand)), strict=True):
+        np.testing.assert_array_equal(e, a)
+        np.testing.assert_allclose(h, a, rtol=1e-6)
+
+
 def test_sghmc_explicit_noise_equals_blackjax_and_official_form():
     key = jax.random.key(1)
     x, u, g = jnp.array([0.3, -0.2]), jnp.array([0.01, 0.02]), jnp.array([1.0, -1.0])
     eta, beta = 1e-3, 0.1
-    z = blackjax_noise(key, x)
+    z = blackjax_noise(fast_key(key), x)
     b = sghmc_step(x, u, g, eta, beta, z)
     # BlackJAX's own integrator, called directly, in its own variables (momentum u / h)
     h = np.sqrt(eta)
-    xb, pb = diffusions.sghmc(alpha=beta / h)(key, x, u / h, g, h)
+    xb, pb = diffusions.sghmc(alpha=beta / h)(fast_key(key), x, u / h, g, h)
     np.testing.assert_allclose(b[0], xb, rtol=1e-6)
     np.testing.assert_allclose(b[1], h * pb, rtol=1e-5, atol=1e-9)
+    # the product path's move is that integrator
+    moved = sghmc_move(key, x, u, g, eta, beta)
+    np.testing.assert_allclose(moved[0], xb, rtol=1e-6)
+    np.testing.assert_allclose(moved[1], h * pb, rtol=1e-6)
     # official form: u' = (1 - beta) u + eta g + sqrt(2 beta eta) z; the position uses the old u
     np.testing.assert_allclose(
         b[1], (1 - beta) * u + eta * g + np.sqrt(2 * beta * eta) * z, rtol=1e-5
@@ -43,17 +73,19 @@ def test_sghmc_explicit_noise_equals_blackjax_and_official_form():
     np.testing.assert_allclose(b[0], x + u, rtol=1e-6)
 
 
-def test_langevin_stationary_variance_pins_the_convention():
-    """x + h grad + sqrt(2h) z on N(0, 1): the variance is 1/(1 - h/2) (a sqrt(h) noise would give 1/2)."""
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_langevin_stationary_variance_pins_the_convention(temperature):
+    """BlackJAX's x + h grad + sqrt(2 T h) z on N(0, 1), as the product path runs it: the variance
+    is T / (1 - h/2) (a sqrt(h) noise would give T/2; a drift scaled by T too would give 1)."""
     h = 0.05
 
     def body(x, key):
-        x = langevin_step(x, -x, h, standard_normal(key, x.shape))
+        x = sgld_move(key, x, lambda p, _: -p, None, h, temperature)
         return x, x
 
     _, xs = jax.lax.scan(body, jnp.zeros(1000), jax.random.split(jax.random.key(2), 4000))
     var = float(jnp.var(xs[500:]))
-    assert abs(var - 1 / (1 - h / 2)) < 0.02, var
+    assert abs(var - temperature / (1 - h / 2)) < 0.02 * temperature, var
 
 
 def test_standard_normal_moments_and_independence():
@@ -143,3 +175,51 @@ def test_partial_sort_median_equals_numpy_median(n):
 
     x = jax.random.exponential(jax.random.key(n), (n,))
     assert float(_median(x)) == float(np.median(np.asarray(x)))
+
+
+def _regression(seed, n=8, d=2):
+    rng = np.random.default_rng(seed)
+    batch = {"x": jnp.asarray(rng.normal(size=(n, d)), jnp.float32), "y": jnp.ones(n)}
+    ssm = lktd_ppl.from_numpyro(lktd_ppl.load_model(f"{MODELS}/linear_regression.py:model"), batch)
+    return ssm, batch, rng
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"temperature": 0.3}, {"compat": True}], ids=["default", "cold", "compat"]
+)
+@pytest.mark.parametrize("preconditioned", [False, True])
+def test_lktd_key_path_is_the_explicit_step_with_blackjax_noise(options, preconditioned):
+    """inner_step with a key (BlackJAX's SGLD, in theta / sqrt(M) coordinates when preconditioned)
+    equals the explicit-noise step fed the noise BlackJAX draws from that key."""
+    ssm, batch, rng = _regression(3)
+    cfg = SamplerConfig(pseudo_population=80.0, alpha=0.8, **options)
+    state = LKTDState(jnp.array([0.5, -1.0]), jnp.asarray(rng.normal(size=8), jnp.float32))
+    precond = jnp.array([1.0, 9.0]) if preconditioned else None
+    key, v = jax.random.key(4), jnp.asarray(rng.normal(size=8), jnp.float32)
+    eps = 1e-2
+    out = inner_step(ssm, cfg, state, batch, eps, key=key, v=v, precond=precond)
+    z_theta, z_xi = blackjax_noise(fast_key(key), (state.position, state.xi))
+    noise = InnerNoise(z_theta, z_xi, v)
+    ref = inner_step(ssm, cfg, state, batch, eps, noise=noise, precond=precond)
+    np.testing.assert_allclose(out.position, ref.position, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out.xi, ref.xi, rtol=1e-5, atol=1e-7)
+    assert float(jnp.max(jnp.abs(out.position - state.position))) > 1e-3  # the step moved
+
+
+@pytest.mark.parametrize("method", ["sgld", "sghmc"])
+@pytest.mark.parametrize("compat", [False, True])
+def test_ablation_key_path_is_the_explicit_step_with_blackjax_noise(method, compat):
+    from lktd_ppl import samplers
+
+    ssm, batch, _ = _regression(4)
+    cfg = SamplerConfig(pseudo_population=80.0, step_size=1e-3, compat=compat)
+    pos = jnp.array([0.3, -0.2])
+    if method == "sgld":
+        state, inner = samplers.SGLDState(pos), samplers.sgld_inner_step
+    else:
+        state, inner = samplers.SGHMCState(pos, jnp.array([0.01, -0.02])), samplers.sghmc_inner_step
+    key = jax.random.key(5)
+    out = inner(ssm, cfg, state, batch, 2, key=key)
+    ref = inner(ssm, cfg, state, batch, 2, noise=blackjax_noise(fast_key(key), pos))
+    for a, b in zip(out, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
