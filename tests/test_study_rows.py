@@ -1,7 +1,6 @@
 """The escape study's rows (experiments/escape_study.py) resolve to the settings their committed
 runs were made with, and the committed compact run data reproduce the committed table."""
 
-import dataclasses
 import importlib.util
 import json
 from pathlib import Path
@@ -49,16 +48,19 @@ def _model(name: str) -> str:
     return name.replace("models/mlp_q.py:", "mlp_q:")
 
 
-def _defaults(cls) -> dict:
-    """A config class's field defaults (nested dataclass defaults as dicts)."""
+def _bare(agent: dict) -> dict:
+    """A config's nested settings (``sampler``) by their bare names, as the rows write them."""
     out = {}
-    for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            out[f.name] = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            v = f.default_factory()
-            out[f.name] = dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v
+    for k, v in agent.items():
+        out.update(_bare(v) if isinstance(v, dict) else {k: v})
     return out
+
+
+def _defaults(cls) -> dict:
+    """A config class's settable defaults by bare name (a nested config's fields included)."""
+    from lktd_ppl.config import to_dict
+
+    return _bare(to_dict(cls()))
 
 
 # one row per algorithm, each with settings beyond its preset's (a model, drops, a mask rule...)
@@ -75,7 +77,7 @@ BUILT = (
 
 @pytest.fixture(scope="module")
 def built() -> dict:
-    """The configs of the ``BUILT`` rows (make_train_for, 1M steps)."""
+    """The run specs of the ``BUILT`` rows (make_train_for, 1M steps)."""
     out = {}
     for name in BUILT:
         row = ROWS[name]
@@ -86,7 +88,7 @@ def built() -> dict:
 @pytest.fixture(scope="module")
 def config_classes(built) -> dict:
     """The config class of every algorithm the rows use."""
-    classes = {ROWS[n].algo: type(cfg) for n, cfg in built.items()}
+    classes = {ROWS[n].algo: type(spec.agent) for n, spec in built.items()}
     assert set(classes) == {row.algo for row in ROWS.values()}
     return classes
 
@@ -125,11 +127,13 @@ def test_every_row_resolves_to_the_settings_its_runs_recorded(config_classes):
 def test_rows_build_the_recorded_configs(built):
     """One row per algorithm built with today's classes equals its config.json field by field
     (the model as the shipped file's path)."""
-    for name, cfg in built.items():
-        fields = _plain(dataclasses.asdict(cfg))
+    for name, spec in built.items():
+        fields = {**_bare(_plain(spec.to_dict()["agent"])), "method": spec.algo}
         for key, value in json.loads((RESULTS / "runs" / name / "config.json").read_text()).items():
             if key == "model":
-                assert fields[key].endswith("mlp_q.py:" + _model(value).split(":")[1]), name
+                assert fields[key] == _model(value), name
+            elif key == "escape":
+                assert _plain(spec.to_dict()["escape"]) == value, name
             else:
                 assert fields[key] == value, (name, key)
 

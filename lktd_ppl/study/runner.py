@@ -47,43 +47,19 @@ def row_settings(algo: str, preset_name: str, overrides: dict) -> dict:
     return {**settings, **changes, "escape": {**settings["escape"], **escape}}
 
 
-def _model_spec(name: str) -> str:
-    """A model named ``FILE:function`` (a shipped model file, e.g. ``mlp_q:sarsa_spike_slab``)
-    as the path form ``path/to/FILE.py:function``; a path form is kept."""
-    from lktd_ppl.api import model_file
-
-    file, _, fn = name.rpartition(":")
-    if "/" in file or file.endswith(".py"):
-        return name
-    return f"{model_file(file + '.py')}:{fn}"
-
-
 def make_train_for(
     algo: str, preset_name: str, overrides: dict, steps: int
 ) -> tuple[Callable, Any]:
-    """(train function, config) of a row: its settings (:func:`row_settings`) with ``steps``
-    env steps, as the algorithm's config."""
-    from lktd_ppl.agents.harness import EscapeConfig
+    """(train function, :class:`~lktd_ppl.config.RunSpec`) of a row: its settings
+    (:func:`row_settings`) with ``steps`` env steps, resolved by the config layer and the registry
+    like any ``lktd train`` run."""
+    from lktd_ppl.config import build_spec
+    from lktd_ppl.training import make_train
 
     settings = row_settings(algo, preset_name, overrides)
-    escape = EscapeConfig(**{**settings.pop("escape"), "total_steps": steps})
-    if algo in ("lktd", "sgld", "sghmc"):
-        from lktd_ppl.agents.lktd import LKTDAgentConfig, make_lktd_train
-
-        settings["model"] = _model_spec(settings["model"])
-        cfg = LKTDAgentConfig(escape=escape, method=algo, **settings)
-        return make_lktd_train(cfg), cfg
-    import importlib
-
-    module = importlib.import_module(f"lktd_ppl.agents.{algo}")
-    cls = {
-        "dqn": "DQNConfig",
-        "bootdqn": "BootDQNConfig",
-        "qrdqn": "QRDQNConfig",
-        "kova": "KOVAConfig",
-    }
-    cfg = getattr(module, cls[algo])(**settings)
-    return getattr(module, f"make_{algo}_train")(cfg, escape), cfg
+    escape = settings.pop("escape")
+    spec = build_spec(algo=algo, config={"agent": settings, "escape": escape}, steps=steps)
+    return make_train(spec), spec
 
 
 class DeadlineError(RuntimeError):
