@@ -7,10 +7,26 @@
   space, raveled into one flat vector ``theta`` of length ``p``;
 * exactly one observed site is the measurement.  For LKTD it must be Gaussian (``Normal``, possibly
   wrapped in ``Independent``, ``expand`` or ``mask``): its loc is ``h(theta, batch)``, its scale
-  ``sigma`` (known, not a latent).  SGLD and SGHMC accept any likelihood.
+  ``sigma`` (known: a constant or data, not a latent).  SGLD and SGHMC accept any likelihood,
+  a learned scale included (their gradient is the log-likelihood's, the scale's part with it);
+* every ``numpyro.factor`` is part of the log prior: added to log pi(theta), not weighted by
+  N/n.  A factor must not depend on the data (the batch): a data term is a likelihood term, which
+  the samplers weight by N/n only in the measurement site; such a factor is refused;
+* n (``obs_size``, the N/n of the tempering) counts every row of the measurement, masked rows
+  included: a masked row contributes zero to the log-likelihood but still counts.  The
+  minibatch's rows stand for ``pseudo_population`` rows counted the same way, so that with
+  N = the number of rows of the data (``lktd_ppl.sample``'s default) the full batch samples the
+  ordinary posterior of the unmasked rows, and a random minibatch's log-likelihood times N/n is
+  an unbiased estimate of the data's;
+* each latent's transform to the unconstrained space is fixed at the first trace; a latent whose
+  support depends on another latent (e.g. ``Uniform(a, a + 1)`` with ``a`` a latent) is refused.
+  A support must not depend on the data either (that is not detected): the first trace's batch
+  would fix it.
 
-Everything that LKTD cannot use is refused here, with a :class:`ModelError` that names the site and
-says what to do, before anything is compiled.
+Everything that the requested sampler cannot use is refused with a :class:`ModelError` that names
+the site and says what to do, before anything is compiled: here, or (what only LKTD refuses: a
+non-Gaussian measurement, a learned scale) by :meth:`StateSpaceModel.require_gaussian`, which the
+LKTD kernel calls.
 
 A prior that changes over training (the annealed spike-and-slab) reads the training-stage index
 from ``batch[STAGE_KEY]``; the samplers put it there.
@@ -25,6 +41,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend.core import Literal
 from jax.flatten_util import ravel_pytree
 from numpyro import distributions as dist
 from numpyro import handlers
@@ -45,7 +62,8 @@ class Measurement(NamedTuple):
 
     loc: jax.Array  # h(theta, batch), shaped like the observation
     scale: jax.Array  # sigma, broadcast to the observation's shape
-    weight: jax.Array  # 1.0, or 0.0 where the observation is masked out
+    # 1.0, or 0.0 where the observation is masked out (a masked row still counts in n)
+    weight: jax.Array
     value: jax.Array  # the observation y (rewards in RL)
 
 
@@ -107,10 +125,12 @@ class StateSpaceModel:
         self.model = model
         tr = _trace_eagerly(model, batch)
         self._example = (batch, tr)  # reused by has_site on the same batch
-        self.sites, self.obs_name = _read_sites(tr)
+        self.sites, self.obs_name, self.factors = _read_sites(tr)
         obs_site = tr[self.obs_name]
         self.obs_shape = tuple(np.shape(obs_site["value"]))
-        self.obs_size = int(np.prod(self.obs_shape))  # n: the number of measurements per batch
+        # n of the tempering N/n: every row of the measurement, masked rows included (see the
+        # module's docstring)
+        self.obs_size = int(np.prod(self.obs_shape))
         self.obs_distribution = type(obs_site["fn"]).__name__
         self.transforms = {s.name: biject_to(s.support) for s in self.sites}
         example = {s.name: self.transforms[s.name].inv(tr[s.name]["value"]) for s in self.sites}
@@ -118,9 +138,13 @@ class StateSpaceModel:
         self.p = int(flat.shape[0])
         self.dtype = flat.dtype
         _check_shapes(obs_site, self.obs_name)
+        _check_data_free_factors(model, batch, self.constrain(flat), self.factors)
+        # the model at two other parameter values: do supports or the scale move with them?
+        shifted = [self._trace(flat + shift, batch)[0] for shift in (0.37, -1.3)]
+        self._check_fixed_supports(example, shifted)
         self.gaussian_error = _gaussian_problem(obs_site, self.obs_name)
         if self.gaussian_error is None:
-            self._check_known_scale(batch, flat)
+            self.gaussian_error = self._scale_problem(flat, batch, shifted)
 
     # -- tracing -----------------------------------------------------------------------------
     def _trace(self, theta: jax.Array, batch: Batch) -> dict:
@@ -139,6 +163,12 @@ class StateSpaceModel:
             total = total + jnp.sum(lp)
             t = self.transforms[s.name]
             total = total + jnp.sum(t.log_abs_det_jacobian(unconstrained[s.name], values[s.name]))
+        for name in self.factors:  # numpyro.factor: part of the prior, untempered
+            site = tr[name]
+            lf = site["fn"].log_prob(site["value"])
+            if site.get("mask") is not None:
+                lf = jnp.where(site["mask"], lf, 0.0)
+            total = total + jnp.sum(lf)
         return total
 
     def _measurement_from(self, tr: dict) -> Measurement:
@@ -201,20 +231,41 @@ class StateSpaceModel:
         return ravel_pytree(unconstrained)[0]
 
     def require_gaussian(self, sampler: str = "LKTD") -> None:
+        """Refuse (:class:`ModelError`) a measurement that is no Gaussian with a known scale."""
         if self.gaussian_error is not None:
             raise ModelError(self.gaussian_error.replace("{sampler}", sampler))
 
-    def _check_known_scale(self, batch: Batch, theta: jax.Array) -> None:
-        """sigma must be known: refuse a scale that moves with the parameters."""
+    def _scale_problem(self, theta: jax.Array, batch: Batch, shifted: list[dict]) -> str | None:
+        """Why the Gaussian measurement's scale is not known (it moves with the parameters), as a
+        ``{sampler}`` template; None if it is known.  SGLD and SGHMC take a learned scale."""
         s0 = self.measure(theta, batch).scale
-        for shift in (0.37, -1.3):
-            s1 = self.measure(theta + shift, batch).scale
+        for tr in shifted:
+            s1 = self._measurement_from(tr).scale
             if not np.allclose(np.asarray(s0), np.asarray(s1)):
-                raise ModelError(
+                return (
                     f"the scale of the measurement site {self.obs_name!r} depends on a latent "
-                    "parameter; LKTD needs a known noise scale sigma (a constant or data). Fix "
-                    "sigma, or use method='sgld'/'sghmc', which accept any likelihood."
+                    "parameter; {sampler} needs a known noise scale sigma (a constant or data). "
+                    "Fix sigma, or use method='sgld'/'sghmc', which accept any likelihood."
                 )
+        return None
+
+    def _check_fixed_supports(self, example: dict, shifted: list[dict]) -> None:
+        """Refuse a latent whose support moves with the other latents: its transform is fixed at
+        the first trace, so the sampler would leave the support once they move."""
+        for s in self.sites:
+            u = example[s.name]
+            first = np.asarray(self.transforms[s.name](u))
+            for tr in shifted:
+                moved = np.asarray(biject_to(tr[s.name]["fn"].support)(u))
+                if not np.allclose(first, moved, equal_nan=True):
+                    raise ModelError(
+                        f"the support of latent site {s.name!r} ({tr[s.name]['fn'].support}) "
+                        "depends on other latent parameters; the samplers map each latent to "
+                        "the unconstrained space with a transform fixed at the first trace of "
+                        "the model, so they would leave its support. Sample a latent with a "
+                        "fixed support and move it with a numpyro.deterministic instead (e.g. "
+                        "u ~ Uniform(0, 1), b = a + (hi - lo) * u)."
+                    )
 
 
 def from_numpyro(model: Callable, batch: Batch) -> StateSpaceModel:
@@ -257,8 +308,9 @@ def _trace_eagerly(model: Callable, batch: Batch) -> dict:
     return tr
 
 
-def _read_sites(tr: dict) -> tuple[tuple[Site, ...], str]:
-    latents, observed = [], []
+def _read_sites(tr: dict) -> tuple[tuple[Site, ...], str, tuple[str, ...]]:
+    """(latent sites, the measurement site's name, the numpyro.factor sites' names)."""
+    latents, observed, factors = [], [], []
     for name, site in tr.items():
         if site["type"] == "param":
             raise ModelError(
@@ -275,7 +327,9 @@ def _read_sites(tr: dict) -> tuple[tuple[Site, ...], str]:
                 "by pseudo_population/n, so this would temper twice. Declare the plate without "
                 "subsample_size and set pseudo_population instead."
             )
-        if site["is_observed"]:
+        if isinstance(site["fn"], dist.distribution.Unit):  # numpyro.factor
+            factors.append(name)
+        elif site["is_observed"]:
             observed.append(name)
         else:
             if site["fn"].is_discrete:
@@ -296,7 +350,53 @@ def _read_sites(tr: dict) -> tuple[tuple[Site, ...], str]:
             f"the model has {len(observed)} observed sites ({', '.join(map(repr, observed))}); "
             "LKTD needs exactly one measurement site: stack the observations into one site"
         )
-    return tuple(latents), observed[0]
+    return tuple(latents), observed[0], tuple(factors)
+
+
+def _depends_on_inputs(jaxpr: Any) -> list[bool]:
+    """For each output of ``jaxpr``: whether it is computed from any of its inputs.  Conservative
+    (an equation's outputs all count as dependent when any of its inputs is), so that inner
+    jaxprs (jit, scan, cond) need no look inside."""
+    dependent = set(jaxpr.invars)
+
+    def hit(v: Any) -> bool:
+        return not isinstance(v, Literal) and v in dependent
+
+    for eqn in jaxpr.eqns:
+        if any(hit(v) for v in eqn.invars):
+            dependent.update(eqn.outvars)
+    return [hit(v) for v in jaxpr.outvars]
+
+
+def _check_data_free_factors(
+    model: Callable, batch: Batch, values: dict, factors: tuple[str, ...]
+) -> None:
+    """Refuse a numpyro.factor computed from the data: the samplers add factors to the log prior,
+    untempered, so a data term there would not be weighted by N/n.  The training stage
+    (``STAGE_KEY``) is no data: a factor may follow it, as an annealed prior does."""
+    if not factors:
+        return
+    data = {k: v for k, v in batch.items() if k != STAGE_KEY}
+    rest = {k: v for k, v in batch.items() if k == STAGE_KEY}
+
+    def log_factors(data: Batch) -> list[jax.Array]:
+        seeded = handlers.seed(handlers.substitute(model, data=values), rng_seed=0)
+        tr = handlers.trace(seeded).get_trace({**data, **rest})
+        return [jnp.asarray(tr[name]["fn"].log_factor) for name in factors]
+
+    try:
+        closed = jax.make_jaxpr(log_factors)(data)
+    except Exception:  # a model that cannot take traced data fails later, with its own error
+        return
+    for name, dependent in zip(factors, _depends_on_inputs(closed.jaxpr), strict=True):
+        if dependent:
+            raise ModelError(
+                f"the numpyro.factor site {name!r} depends on the data: the samplers add "
+                "factors to the log prior, untempered, while the data's log-likelihood is "
+                "weighted by pseudo_population/n. Put the data term into the measurement site "
+                "(SGLD and SGHMC accept any distribution there), or make the factor a function "
+                "of the parameters only."
+            )
 
 
 def _check_shapes(site: dict, name: str) -> None:
