@@ -83,13 +83,23 @@ def _train_and_report(spec: config.RunSpec, out: Path, quiet: bool, overwrite: b
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """The README's demo: LKTD on the escape room with the default settings."""
+    """a short LKTD run on the escape room, scored against the exact Q
+
+    LKTD (default settings: the paper's spike-and-slab MLP, one chain) on the 10x10 escape room;
+    prints coverage, equal-tailed coverage, MSE and interval width per action against the exact
+    ground-truth Q over the last window, and writes a run folder with plots. About a minute on a
+    2-core CPU."""
     spec = config.build_spec(algo="lktd", steps=args.steps, seeds=args.seeds, sets=args.set)
     _train_and_report(spec, Path(args.out), args.quiet, overwrite=True)
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
+    """train an algorithm on an environment and write a run folder
+
+    Train one algorithm over several seeds (vmapped) and write a run folder: config.json (reload
+    with --config to reproduce), metrics.csv, samples.nc (ArviZ), checkpoint.npz, summary.md and
+    plots. Precedence: --preset, then --config, then --set, then the other flags."""
     from lktd_ppl import training
 
     loaded = config.load_config(args.config) if args.config else None
@@ -115,6 +125,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
+    """R-hat, ESS, MCSE, intervals, coverage and calibration of a run folder
+
+    Read a run folder's samples.nc and print the ArviZ diagnostics of the sampled Q-values (R-hat,
+    ESS bulk/tail, MCSE, equal-tailed intervals), their coverage, MSE and width against the exact
+    truth, and calibration; writes diagnose.md, diagnostics.csv, calibration.png, trace.png,
+    interval_heatmaps.png and, with several chains, rhat_over_time.png into the folder."""
     from lktd_ppl.diagnostics import diagnose
 
     report = diagnose(args.folder)
@@ -142,6 +158,10 @@ def _first_doc_line(path: Path) -> str:
 
 
 def _experiment(args: argparse.Namespace) -> int:
+    """run one of the product's studies or benchmarks (a checkout's experiments/ scripts)
+
+    Run one of the product's studies or benchmarks (scripts in a checkout's experiments/ folder)
+    with the remaining arguments (e.g. 'lktd experiment escape --help')."""
     import runpy
 
     table = _experiments()
@@ -167,6 +187,16 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def command(sub: Any, name: str, func: Any, **kwargs: Any) -> argparse.ArgumentParser:
+    """The subcommand ``name`` running ``func``: its help is the docstring's first line, its
+    description the rest."""
+    summary, _, rest = (func.__doc__ or "").partition("\n")
+    description = " ".join(line.strip() for line in rest.splitlines() if line.strip())
+    parser = sub.add_parser(name, help=summary.strip(), description=description, **kwargs)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     algos = ", ".join(registry.ALGORITHMS)
     parser = _Parser(
@@ -190,30 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
 
-    demo = sub.add_parser(
-        "demo",
-        help="a short LKTD run on the escape room, scored against the exact Q",
-        description="LKTD (default settings: the paper's spike-and-slab MLP, one chain) on the "
-        "10x10 escape room; prints coverage, equal-tailed coverage, MSE and interval width per "
-        "action against the exact ground-truth Q over the last window, and writes a run folder "
-        "with plots. About a minute on a 2-core CPU.",
-    )
+    demo = command(sub, "demo", _demo)
     demo.add_argument(
         "--steps", type=int, default=DEMO_STEPS, help=f"environment steps (default {DEMO_STEPS:,})"
     )
     demo.add_argument("--seeds", type=int, default=1, help="seeds, vmapped (default 1)")
     demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     common_run_options(demo)
-    demo.set_defaults(func=_demo)
 
-    train = sub.add_parser(
-        "train",
-        help="train an algorithm on an environment and write a run folder",
-        description="Train one algorithm over several seeds (vmapped) and write a run folder: "
-        "config.json (reload with --config to reproduce), metrics.csv, samples.nc (ArviZ), "
-        "checkpoint.npz, summary.md and plots. Precedence: --config, then --set, then the "
-        "other flags.",
-    )
+    train = command(sub, "train", _train)
     train.add_argument("--env", default="escape", help="environment (supported: escape)")
     train.add_argument("--algo", help=f"algorithm: {algos}")
     train.add_argument(
@@ -241,36 +256,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run folder (default runs/ENV-ALGO)")
     train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     common_run_options(train)
-    train.set_defaults(func=_train)
 
-    diag = sub.add_parser(
-        "diagnose",
-        help="R-hat, ESS, MCSE, intervals, coverage and calibration of a run folder",
-        description="Read a run folder's samples.nc and print the ArviZ diagnostics of the "
-        "sampled Q-values (R-hat, ESS bulk/tail, MCSE, equal-tailed intervals), their coverage, "
-        "MSE and width against the exact truth, and calibration; writes diagnose.md, "
-        "diagnostics.csv, calibration.png, trace.png, interval_heatmaps.png and, with several "
-        "chains, rhat_over_time.png into the folder.",
-    )
+    diag = command(sub, "diagnose", _diagnose)
     diag.add_argument("folder", help="a run folder written by lktd train or lktd demo")
-    diag.set_defaults(func=_diagnose)
 
     table = _experiments()
     listing = "\n".join(
         f"  {n:<12} experiments/{p.name}: {_first_doc_line(p) or '(needs a checkout)'}"
         for n, p in table.items()
     )
-    exp = sub.add_parser(
+    exp = command(
+        sub,
         "experiment",
-        help="run a study or benchmark from experiments/",
-        description="Run one of the product's studies or benchmarks (scripts in a checkout's "
-        "experiments/ folder) with the remaining arguments (e.g. 'lktd experiment escape "
-        "--help').\n\navailable:\n" + listing,
+        _experiment,
+        epilog="available:\n" + listing,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     exp.add_argument("name", help="experiment name: " + ", ".join(table))
     exp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the experiment")
-    exp.set_defaults(func=_experiment)
     return parser
 
 

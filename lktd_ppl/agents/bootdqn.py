@@ -27,12 +27,11 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
-from lktd_ppl.agents.dqn import MLP, adam, check_gamma, legal_double_q_td, sync_target
+from lktd_ppl.agents.dqn import MLP, adam, gamma_checked, legal_double_q_td, optimiser_step
 from lktd_ppl.agents.dqn import flat_parameters as flat_parameters
-from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
+from lktd_ppl.agents.harness import Learner
 
 
 class BootNet(nn.Module):
@@ -146,10 +145,7 @@ def make_bootdqn_learner(config: BootDQNConfig | None = None) -> Learner:
         inner = dict(grads["params"])
         inner["core"] = jax.tree.map(lambda g: g * core_scale, inner["core"])
         grads = {**grads, "params": inner}
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        count = state.count + 1
-        target = sync_target(state.target_params, params, count, config.target_every)
+        params, target, opt_state, count = optimiser_step(opt, grads, state, config.target_every)
         head = state.head
         if config.resample_every > 0:
             new_head = jax.random.randint(k_head, (), 0, k, dtype=jnp.int32)
@@ -172,14 +168,4 @@ def make_bootdqn_learner(config: BootDQNConfig | None = None) -> Learner:
     )
 
 
-def make_bootdqn_train(config: BootDQNConfig | None = None, escape: EscapeConfig | None = None):
-    """``train(keys, progress=True, log=None) -> results`` for the escape room."""
-    config = config or BootDQNConfig()
-    escape = escape or EscapeConfig()
-    return make_train(escape, make_learner(config, escape))
-
-
-def make_learner(config: BootDQNConfig, escape: EscapeConfig | None = None) -> Learner:
-    """The registry's factory: the learner, its discount checked against the protocol's."""
-    check_gamma(config.gamma, escape or EscapeConfig())
-    return make_bootdqn_learner(config)
+make_learner = gamma_checked(make_bootdqn_learner)  # the registry's factory

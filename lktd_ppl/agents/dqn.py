@@ -12,7 +12,7 @@ Learner state: :class:`DQNState` (online params, target params, Adam state, upda
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import flax.linen as nn
@@ -24,7 +24,7 @@ import rlax
 from flax import struct
 from jax.flatten_util import ravel_pytree
 
-from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
+from lktd_ppl.agents.harness import EscapeConfig, Learner
 
 
 class MLP(nn.Module):
@@ -104,6 +104,18 @@ def sync_target(target: Any, online: Any, count: jax.Array, every: int) -> Any:
     return optax.periodic_update(online, target, count, every)
 
 
+def optimiser_step(
+    opt: optax.GradientTransformation, grads: Any, state: Any, target_every: int
+) -> tuple[Any, Any, Any, jax.Array]:
+    """One update of the online network from ``grads``, then the periodic target sync:
+    (params, target params, optimiser state, updates done) from a state with ``params``,
+    ``target_params``, ``opt_state`` and ``count``."""
+    updates, opt_state = opt.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    count = state.count + 1
+    return params, sync_target(state.target_params, params, count, target_every), opt_state, count
+
+
 def adam(learning_rate: float, max_grad_norm: float | None) -> optax.GradientTransformation:
     opt = optax.adam(learning_rate)
     if max_grad_norm is None:
@@ -174,28 +186,25 @@ def make_dqn_learner(config: DQNConfig | None = None) -> Learner:
             return jnp.mean(td**2)
 
         grads = jax.grad(loss_fn)(state.params)
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        count = state.count + 1
-        target = sync_target(state.target_params, params, count, config.target_every)
-        return DQNState(params, target, opt_state, count)
+        return DQNState(*optimiser_step(opt, grads, state, config.target_every))
 
     return Learner(members=1, init=init, q_values=q_values, q_grid=q_grid, update=update)
 
 
-def make_learner(config: DQNConfig, escape: EscapeConfig | None = None) -> Learner:
-    """The registry's factory: the learner, its discount checked against the protocol's."""
-    check_gamma(config.gamma, escape or EscapeConfig())
-    return make_dqn_learner(config)
+def gamma_checked(make: Callable[[Any], Learner]) -> Callable[..., Learner]:
+    """``(config, escape=None) -> Learner``: ``make(config)``, after checking that the learner's
+    discount is the protocol's (the registry's factory for the network baselines)."""
+
+    def factory(config: Any, escape: EscapeConfig | None = None) -> Learner:
+        check_gamma(config.gamma, escape or EscapeConfig())
+        return make(config)
+
+    return factory
+
+
+make_learner = gamma_checked(make_dqn_learner)  # the registry's factory
 
 
 def flat_parameters(state: Any) -> tuple[list[str], np.ndarray]:
     """The online network's parameters of every seed, raveled: (["seed", "param"], (seeds, p))."""
     return ["seed", "param"], np.asarray(jax.vmap(lambda p: ravel_pytree(p)[0])(state.params))
-
-
-def make_dqn_train(config: DQNConfig | None = None, escape: EscapeConfig | None = None):
-    """``train(keys, progress=True, log=None) -> results`` for the escape room."""
-    config = config or DQNConfig()
-    escape = escape or EscapeConfig()
-    return make_train(escape, make_learner(config, escape))

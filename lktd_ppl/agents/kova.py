@@ -37,8 +37,8 @@ from flax import struct
 from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import solve_triangular
 
-from lktd_ppl.agents.dqn import MLP, check_gamma, double_q_target, sync_target, take
-from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
+from lktd_ppl.agents.dqn import MLP, double_q_target, gamma_checked, sync_target, take
+from lktd_ppl.agents.harness import Learner
 
 
 class KOVAConfig(struct.PyTreeNode):
@@ -201,17 +201,7 @@ def kova_q_std(config: KOVAConfig, state: KOVAState, obs: jax.Array) -> jax.Arra
     return jnp.sqrt(jnp.maximum(var, 0.0))
 
 
-def make_kova_train(config: KOVAConfig | None = None, escape: EscapeConfig | None = None):
-    """``train(keys, progress=True, log=None) -> results`` for the escape room."""
-    config = config or KOVAConfig()
-    escape = escape or EscapeConfig()
-    return make_train(escape, make_learner(config, escape))
-
-
-def make_learner(config: KOVAConfig, escape: EscapeConfig | None = None) -> Learner:
-    """The registry's factory: the learner, its discount checked against the protocol's."""
-    check_gamma(config.gamma, escape or EscapeConfig())
-    return make_kova_learner(config)
+make_learner = gamma_checked(make_kova_learner)  # the registry's factory
 
 
 def flat_parameters(state: KOVAState) -> tuple[list[str], np.ndarray]:

@@ -23,13 +23,12 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 import rlax
 from flax import struct
 
-from lktd_ppl.agents.dqn import MLP, adam, check_gamma, legal_greedy, sync_target
+from lktd_ppl.agents.dqn import MLP, adam, gamma_checked, legal_greedy, optimiser_step
 from lktd_ppl.agents.dqn import flat_parameters as flat_parameters
-from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
+from lktd_ppl.agents.harness import Learner
 
 
 class QRDQNConfig(struct.PyTreeNode):
@@ -110,23 +109,9 @@ def make_qrdqn_learner(config: QRDQNConfig | None = None) -> Learner:
             return jnp.mean(per_sample)
 
         grads = jax.grad(loss_fn)(state.params)
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        count = state.count + 1
-        target_params = sync_target(state.target_params, params, count, config.target_every)
-        return QRDQNState(params, target_params, opt_state, count)
+        return QRDQNState(*optimiser_step(opt, grads, state, config.target_every))
 
     return Learner(members=1, init=init, q_values=q_values, q_grid=q_grid, update=update)
 
 
-def make_qrdqn_train(config: QRDQNConfig | None = None, escape: EscapeConfig | None = None):
-    """``train(keys, progress=True, log=None) -> results`` for the escape room."""
-    config = config or QRDQNConfig()
-    escape = escape or EscapeConfig()
-    return make_train(escape, make_learner(config, escape))
-
-
-def make_learner(config: QRDQNConfig, escape: EscapeConfig | None = None) -> Learner:
-    """The registry's factory: the learner, its discount checked against the protocol's."""
-    check_gamma(config.gamma, escape or EscapeConfig())
-    return make_qrdqn_learner(config)
+make_learner = gamma_checked(make_qrdqn_learner)  # the registry's factory
