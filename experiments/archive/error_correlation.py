@@ -139,7 +139,7 @@ def per_run_coverage(z: np.ndarray, actions: np.ndarray) -> np.ndarray:
 
 def as_study_runs(coverage: np.ndarray) -> dict[str, np.ndarray]:
     """Runs in the study's layout (every run's last windows alike; MSE 0, so that only the
-    coverage targets decide) for ``escape_study.aggregate``."""
+    coverage targets decide) for ``lktd_ppl.study.aggregate.aggregate``."""
     runs, _, actions = coverage.shape
     windows = np.repeat(coverage[:, None], LAST_WINDOWS, axis=1)  # (runs, W, L, A)
     zeros = np.zeros((runs, LAST_WINDOWS, actions))
@@ -155,7 +155,7 @@ def batch_odds(
     coverage: np.ndarray, runs: int, draws: int, rng: np.random.Generator
 ) -> dict[str, float]:
     """How often ``runs`` runs drawn with replacement from ``coverage`` (runs, L, A) meet the
-    band and the gap (``escape_study.calibrated_verdict``), and the median of the band's reading
+    band and the gap (``calibrated_verdict``), and the median of the band's reading
     (the trimmed mean of the equal-tailed 95% coverage, averaged over the actions)."""
     data = as_study_runs(coverage)
     n = len(coverage)
