@@ -14,8 +14,7 @@ from contextlib import redirect_stderr
 import jax
 import numpy as np
 
-from lktd_ppl.agents.harness import EscapeConfig
-from lktd_ppl.agents.lktd import LKTDAgentConfig, make_lktd_train
+from lktd_ppl.study.runner import make_train_for
 
 
 def main() -> None:
@@ -24,7 +23,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300_000)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    train = make_lktd_train(LKTDAgentConfig(escape=EscapeConfig(total_steps=args.steps)))
+    train, _ = make_train_for("lktd", "paper", dict(compat=False), args.steps)  # default mode
     keys = jax.random.key(0)[None]
     train(keys, progress=False)  # compile
     times = {"silent": [], "progress bar + log lines": []}

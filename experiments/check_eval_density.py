@@ -14,8 +14,8 @@ from pathlib import Path
 
 import jax
 
-from lktd_ppl.agents.harness import EscapeConfig, window_means
-from lktd_ppl.agents.lktd import LKTDAgentConfig, make_lktd_train
+from lktd_ppl.agents.harness import window_means
+from lktd_ppl.study.runner import make_train_for
 
 KEYS = ("coverage", "coverage_equal_tailed", "mse", "width")
 
@@ -28,10 +28,9 @@ def main() -> None:
     args = ap.parse_args()
     res = {}
     for m in (10, 1000):
-        cfg = LKTDAgentConfig(
-            compat=True, escape=EscapeConfig(total_steps=args.steps, evals_per_window=m)
-        )
-        res[m] = window_means(make_lktd_train(cfg)(jax.random.key(0)[None], progress=False))
+        paper = dict(compat=True, escape=dict(evals_per_window=m))  # the official configuration
+        train, _ = make_train_for("lktd", "paper", paper, args.steps)
+        res[m] = window_means(train(jax.random.key(0)[None], progress=False))
     lines = [
         f"LKTD compat N=10000, one seed, {args.steps:,} steps; window means per action (E/N/W/S)",
         "",

@@ -18,17 +18,12 @@ import jax
 
 
 def probe(seeds: int, samples: int, chains: int) -> float:
-    from lktd_ppl.agents.harness import EscapeConfig
-    from lktd_ppl.agents.lktd import LKTDAgentConfig, make_lktd_train
+    from lktd_ppl.study.runner import make_train_for
 
-    cfg = LKTDAgentConfig(
-        pseudo_population=10_000,
-        step_size=2.2e-5,
-        num_chains=chains,
-        escape=EscapeConfig(total_steps=6_000, window=2_000, sample_size=samples),
-    )
+    headline = dict(compat=False, pseudo_population=10_000, step_size=2.2e-5, num_chains=chains)
+    escape = dict(window=2_000, sample_size=samples)
+    train, _ = make_train_for("lktd", "paper", {**headline, "escape": escape}, 6_000)
     stamps = []
-    train = make_lktd_train(cfg)
     keys = jax.numpy.stack([jax.random.key(s) for s in range(seeds)])
     train(keys, progress=False, log=lambda line: stamps.append(time.perf_counter()))
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1) / 2_000
