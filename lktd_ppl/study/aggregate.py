@@ -20,9 +20,9 @@ import warnings
 
 import numpy as np
 
-from lktd_ppl.metrics import LEVELS
+from lktd_ppl.names import ACTION_NAMES, LEVELS
 
-ACTIONS = ("E", "N", "W", "S")
+ACTIONS = ACTION_NAMES
 LAST_WINDOWS = 5  # a run's last windows, the rows it contributes
 FAMILIES = (
     "coverage",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lktd_ppl.metrics import LEVELS
+from lktd_ppl.names import LEVELS
 from lktd_ppl.study.aggregate import ACTIONS, LAST_WINDOWS, calibration_gap, nearest_calibrated
 
 HEADLINE_POLICY = "lktd_N10000_m10"  # the row whose mean policy the quiver plot shows

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lktd_ppl.metrics import LEVELS
+from lktd_ppl.names import LEVELS
 from lktd_ppl.study.aggregate import (
     ACTIONS,
     BOOTSTRAP_DRAWS,
@@ -57,7 +57,6 @@ def write_tables(
 ) -> None:
     """``table.csv`` and ``table.md`` (with the targets' lines) of ``summaries`` into ``out``;
     ``diverged``: the runs left out per row, as (diverged, runs)."""
-    levels = (0.5, 0.8, 0.9, 0.95)
     with open(out / "table.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["config", "runs", "metric", "stat", *ACTIONS, "avg"])
@@ -75,7 +74,7 @@ def write_tables(
                             f"{np.nanmean(v):.6g}",
                         ]
                     )
-            for lv, row in zip(levels, s["calibration"], strict=True):
+            for lv, row in zip(LEVELS, s["calibration"], strict=True):
                 w.writerow(
                     [
                         name,
