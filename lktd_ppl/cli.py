@@ -55,13 +55,14 @@ def eprint(*args: Any) -> None:
 def _train_and_report(spec: config.RunSpec, out: Path, quiet: bool, overwrite: bool) -> None:
     from lktd_ppl import training
 
-    e = spec.escape
+    e = spec.protocol
     members = spec.members
     train = training.make_train(spec)  # loads and checks the model, KOVA's memory need, ...
     if not quiet:
+        every = e.window if spec.control is None else e.eval_every
         eprint(
             f"{spec.algo} on {spec.env}: {spec.seeds} seed(s) x {members} member(s), "
-            f"{e.total_steps:,} steps, a log line every {e.window:,} steps (compiling first)"
+            f"{e.total_steps:,} steps, a log line every {every:,} steps (compiling first)"
         )
     with warnings.catch_warnings():  # the harness's log averages NaNs before the burn-in ends
         warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
@@ -76,10 +77,11 @@ def _train_and_report(spec: config.RunSpec, out: Path, quiet: bool, overwrite: b
             train=train,
         )
     print((out / "summary.md").read_text(), end="")
-    files = [f for f in (*RUN_FILES, "model.py") if (out / f).exists()]
+    files = [f for f in (*RUN_FILES, "episodes.csv", "model.py") if (out / f).exists()]
     plots = sorted(p.name for p in out.glob("*.png"))
     print(f"\nRun folder: {out}/ ({', '.join(files)}; plots: {', '.join(plots)})")
-    print(f"Next: lktd diagnose {out}")
+    if spec.control is None:  # the diagnostics score against the escape room's exact Q
+        print(f"Next: lktd diagnose {out}")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -215,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
             default=[],
             metavar="KEY=VALUE",
             help="override a setting, repeatable: an agent field (e.g. pseudo_population=5000, "
-            "num_chains=4) or escape.FIELD (e.g. escape.window=5000); values are parsed by the "
+            "num_chains=4), escape.FIELD (e.g. escape.window=5000) or, on a control task, "
+            "control.FIELD (e.g. control.eval_every=2000); values are parsed by the "
             "field's type (tuples as 32,32; none for optional fields)",
         )
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
@@ -229,7 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     common_run_options(demo)
 
     train = command(sub, "train", _train)
-    train.add_argument("--env", default="escape", help="environment (supported: escape)")
+    train.add_argument(
+        "--env",
+        help="environment: escape (the default; the paper's escape room) or a gymnax id with "
+        "discrete actions (CartPole-v1, Acrobot-v1, MountainCar-v0, ...); a control task's "
+        "settings are control.FIELD",
+    )
     train.add_argument("--algo", help=f"algorithm: {algos}")
     train.add_argument(
         "--model",

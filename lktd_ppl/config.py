@@ -6,7 +6,14 @@ file (a run folder's ``config.json``), then ``--set`` strings, then the explicit
 
 - an agent field (``num_chains=4``); a field of a nested config by its path (``sampler.step_size``),
   or by its bare name where that is unambiguous (``step_size`` means ``sampler.step_size``);
-- ``escape.FIELD`` for the escape protocol (``escape.window=5000``).
+- ``escape.FIELD`` for the escape protocol (``escape.window=5000``), ``control.FIELD`` for a control
+  task's (``control.eval_every=2000``; a gymnax environment, ``--env CartPole-v1``).
+
+The environment's name is resolved once, by :func:`lktd_ppl.envs.gymnax_env.env_kind`: ``escape``
+runs the escape harness, a gymnax id the control harness.  For a control task the agent's
+``obs_dim`` and ``num_actions`` come from the environment, its ``gamma`` defaults to the
+protocol's, and the other agent settings start from :data:`lktd_ppl.presets.CONTROL_DEFAULTS`
+(networks and, for the LKTD family, the model and sampler settings measured on CartPole).
 
 This module imports no JAX at import time (``lktd --help`` stays fast); resolving a spec imports the
 algorithm's module through :mod:`lktd_ppl.registry`.
@@ -14,137 +21,47 @@ algorithm's module through :mod:`lktd_ppl.registry`.
 
 from __future__ import annotations
 
-import ast
-import collections.abc
 import dataclasses
 import difflib
 import json
-import types
-import typing
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from lktd_ppl import registry
+from lktd_ppl.settings import (
+    RunError,
+    _build,
+    _leaf_keys,
+    coerce,
+    field_types,
+    flatten,
+    to_dict,
+)
 
-ENVS = ("escape",)
-TOP_LEVEL = ("env", "algo", "seeds", "first_seed", "max_draws", "agent", "escape", "model_source")
+__all__ = [
+    "RunError",
+    "RunSpec",
+    "build_spec",
+    "coerce",
+    "field_types",
+    "flatten",
+    "load_config",
+    "spec_from_folder",
+    "to_dict",
+]
 
-
-class RunError(ValueError):
-    """A run that cannot be configured or read; the message is one line for the user."""
-
-
-# -- field types and values --------------------------------------------------------------------
-
-
-def _nested_config(tp: Any) -> bool:
-    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
-
-
-def field_types(cls: type) -> dict[str, Any]:
-    """Settable fields of a config class and their types (callables, e.g. a schedule, are not)."""
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for f in dataclasses.fields(cls):
-        tp = hints[f.name]
-        if tp is collections.abc.Callable or typing.get_origin(tp) is collections.abc.Callable:
-            continue
-        out[f.name] = tp
-    return out
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if typing.get_origin(tp) is tuple:
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis and typing.get_origin(args[0]) is tuple:
-            inner = typing.get_args(args[0])
-            kind = "pairs" if len(inner) == 2 else "tuples"
-            names = ", ".join(_type_name(a) for a in inner)
-            return f"{kind} ({names}), e.g. ((1, 0.5), (2, 0.1))"
-        if args and args[-1] is not Ellipsis and len(args) > 1:
-            return f"({', '.join(_type_name(a) for a in args)})"
-        return f"comma-separated {_type_name(args[0])}s"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "text"}.get(
-        tp, "none" if tp is type(None) else getattr(tp, "__name__", str(tp))
-    )
-
-
-def _coerce_tuple(value: Any, args: tuple, key: str, bad: RunError) -> tuple:
-    nested = any(typing.get_origin(a) is tuple for a in args)
-    if isinstance(value, str) and nested:  # e.g. "((70000, 0.1), (88000, 0.01))"
-        try:
-            value = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            raise bad from None
-        if isinstance(value, tuple | list) and value and not isinstance(value[0], tuple | list):
-            value = (value,)  # one pair given without the outer brackets
-    if isinstance(value, str):
-        items = [s for s in value.strip().strip("()[]").replace(" ", "").split(",") if s]
-    elif isinstance(value, list | tuple):
-        items = list(value)
-    else:
-        raise bad
-    if (len(args) == 2 and args[1] is Ellipsis) or len(args) == 1:  # tuple[X, ...]
-        return tuple(coerce(v, args[0], key) for v in items)
-    if len(items) != len(args):  # fixed length, e.g. tuple[int, float]
-        raise bad
-    return tuple(coerce(v, a, key) for v, a in zip(items, args, strict=True))
-
-
-def _coerce_number(value: Any, tp: type, bad: RunError) -> Any:
-    if isinstance(value, bool):
-        raise bad
-    if tp is int and isinstance(value, int):
-        return value
-    try:
-        number = float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        raise bad from None
-    if tp is int:
-        if not number.is_integer():
-            raise bad
-        return int(number)
-    return number
-
-
-def coerce(value: Any, tp: Any, key: str) -> Any:
-    """``value`` (text from the command line, or a JSON value) as a value of type ``tp``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    bad = RunError(f"{key}: expected {_type_name(tp)}, got {value!r}")
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-            raise bad
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return coerce(value, arg, key)
-            except RunError:
-                pass
-        raise bad
-    if origin is tuple:
-        return _coerce_tuple(value, args, key, bad)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "1", "yes", "on"):
-            return True
-        if text in ("false", "0", "no", "off"):
-            return False
-        raise bad
-    if tp in (int, float):
-        return _coerce_number(value, tp, bad)
-    if tp is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    raise RunError(f"{key}: settings of type {tp} cannot be set")
+TOP_LEVEL = (
+    "env",
+    "algo",
+    "seeds",
+    "first_seed",
+    "max_draws",
+    "agent",
+    "escape",
+    "control",
+    "model_source",
+)
 
 
 # -- settings of one algorithm --------------------------------------------------------------------
@@ -156,15 +73,31 @@ def _escape_class() -> type:
     return EscapeConfig
 
 
-def _leaf_keys(cls: type, prefix: str = "") -> dict[str, Any]:
-    """Dotted path -> type of every settable leaf of ``cls`` (nested configs flattened)."""
-    out = {}
-    for name, tp in field_types(cls).items():
-        if _nested_config(tp):
-            out.update(_leaf_keys(tp, f"{prefix}{name}."))
-        else:
-            out[prefix + name] = tp
-    return out
+def _control_class() -> type:
+    from lktd_ppl.agents.control import ControlConfig
+
+    return ControlConfig
+
+
+def env_kind(env: str) -> str:
+    """How ``env`` runs: ``"escape"`` or ``"gymnax"`` (a RunError naming the choices otherwise)."""
+    if env == "escape":  # without importing gymnax
+        return "escape"
+    from lktd_ppl.envs.gymnax_env import env_kind as kind
+
+    try:
+        return kind(env)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+
+
+def protocol_name(env: str) -> str:
+    """The config key of the protocol of ``env``: ``escape`` or ``control``."""
+    return "escape" if env_kind(env) == "escape" else "control"
+
+
+def _protocol_class(env: str) -> type:
+    return _escape_class() if protocol_name(env) == "escape" else _control_class()
 
 
 def agent_keys(algo: str) -> list[str]:
@@ -174,9 +107,11 @@ def agent_keys(algo: str) -> list[str]:
     return [k for k in _leaf_keys(alg.config_class) if k not in fixed]
 
 
-def valid_keys(algo: str) -> list[str]:
-    """Every key ``--set`` accepts for ``algo``."""
-    return agent_keys(algo) + [f"escape.{k}" for k in field_types(_escape_class())]
+def valid_keys(algo: str, env: str = "escape") -> list[str]:
+    """Every key ``--set`` accepts for ``algo`` on ``env``."""
+    name = protocol_name(env)
+    fields = [k for k in field_types(_protocol_class(env)) if k != "env_id"]
+    return agent_keys(algo) + [f"{name}.{k}" for k in fields]
 
 
 def _canonical(key: str, algo: str, valid: Sequence[str]) -> str:
@@ -189,54 +124,33 @@ def _canonical(key: str, algo: str, valid: Sequence[str]) -> str:
             f"config key {key!r} cannot be set: it is chosen by --algo "
             f"({', '.join(registry.ALGORITHMS)})"
         )
-    if key == "escape":
-        raise RunError("config key 'escape' cannot be set whole: set escape.FIELD=VALUE")
-    matches = [k for k in valid if k.rsplit(".", 1)[-1] == key and not k.startswith("escape.")]
+    if key in PROTOCOLS:
+        raise RunError(f"config key {key!r} cannot be set whole: set {key}.FIELD=VALUE")
+    if key.split(".", 1)[0] in PROTOCOLS:
+        other = [p for p in PROTOCOLS if any(k.startswith(p + ".") for k in valid)]
+        if other and not key.startswith(other[0] + "."):
+            raise RunError(
+                f"config key {key!r} does not apply to this environment; its protocol's keys "
+                f"are {other[0]}.FIELD ({', '.join(k for k in valid if k.startswith(other[0]))})"
+            )
+    matches = [k for k in valid if k.rsplit(".", 1)[-1] == key and not _protocol_key(k)]
     if len(matches) == 1:
         return matches[0]
-    bare = [k.rsplit(".", 1)[-1] for k in valid if "." in k and not k.startswith("escape.")]
+    bare = [k.rsplit(".", 1)[-1] for k in valid if "." in k and not _protocol_key(k)]
     close = difflib.get_close_matches(key, [*valid, *bare], n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return _raise(f"unknown config key {key!r} for {algo}{hint}; valid keys: {', '.join(valid)}")
 
 
+PROTOCOLS = ("escape", "control")
+
+
+def _protocol_key(key: str) -> bool:
+    return key.split(".", 1)[0] in PROTOCOLS
+
+
 def _raise(message: str) -> Any:
     raise RunError(message)
-
-
-def flatten(values: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts (a config file's ``agent``) as dotted keys."""
-    out = {}
-    for k, v in values.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
-    return out
-
-
-def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    """An instance of ``cls`` from dotted ``values`` (already coerced), nested configs included."""
-    kwargs = {}
-    for name, tp in field_types(cls).items():
-        if _nested_config(tp):
-            sub = {k[len(name) + 1 :]: v for k, v in values.items() if k.startswith(name + ".")}
-            kwargs[name] = _build(tp, sub, f"{prefix}{name}.")
-        elif name in values:
-            kwargs[name] = values[name]
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise RunError(f"{prefix or cls.__name__}: {e}") from None
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """A config as JSON-ready nested dicts of its settable fields."""
-    out = {}
-    for name, tp in field_types(type(config)).items():
-        value = getattr(config, name)
-        out[name] = to_dict(value) if _nested_config(tp) else value
-    return out
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -244,8 +158,8 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """Everything that defines a run: the algorithm, its config, the escape protocol, seeds and
-    how many draws per chain the run folder keeps."""
+    """Everything that defines a run: the algorithm, its config, the protocol (the escape room's,
+    or a control task's in ``control``), seeds and how many draws per chain the run folder keeps."""
 
     algo: str
     agent: Any
@@ -254,6 +168,12 @@ class RunSpec:
     seeds: int = 1
     first_seed: int = 0
     max_draws: int = 1000
+    control: Any = None  # a control task's protocol (ControlConfig); None on the escape room
+
+    @property
+    def protocol(self) -> Any:
+        """The protocol the harness runs: ``control`` on a control task, else ``escape``."""
+        return self.escape if self.control is None else self.control
 
     @property
     def algorithm(self) -> registry.Algorithm:
@@ -272,6 +192,12 @@ class RunSpec:
         agent = to_dict(self.agent)
         for key, _ in self.algorithm.fixed:
             agent.pop(key, None)
+        if self.control is not None:  # filled from the environment, not settings
+            for key in ("obs_dim", "num_actions"):
+                agent.pop(key, None)
+        name = "escape" if self.control is None else "control"
+        protocol = to_dict(self.protocol)
+        protocol.pop("env_id", None)  # the run's env
         return {
             "env": self.env,
             "algo": self.algo,
@@ -279,15 +205,21 @@ class RunSpec:
             "first_seed": self.first_seed,
             "max_draws": self.max_draws,
             "agent": agent,
-            "escape": to_dict(self.escape),
+            name: protocol,
         }
 
 
 def _collect_updates(
-    algo: str, config: dict, sets: Iterable[str], where: str, config_dir: str | Path | None
+    algo: str,
+    config: dict,
+    sets: Iterable[str],
+    where: str,
+    config_dir: str | Path | None,
+    env: str = "escape",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(agent updates, escape updates) as dotted keys from ``config`` then ``sets``."""
-    valid = valid_keys(algo)
+    """(agent updates, protocol updates) as dotted keys from ``config`` then ``sets``."""
+    valid = valid_keys(algo, env)
+    name = protocol_name(env)
     agent_updates: dict[str, Any] = {}
     for key, value in flatten(dict(config.get("agent", {}))).items():
         if key == "method":  # the algorithm's own; a config file of another algorithm is refused
@@ -295,7 +227,10 @@ def _collect_updates(
                 raise RunError(f"{where}: agent.method differs from algo {algo!r}")
             continue
         agent_updates[_canonical(key, algo, valid)] = value
-    escape_updates = dict(config.get("escape", {}))
+    other = "control" if name == "escape" else "escape"
+    if config.get(other):
+        raise RunError(f"{where}: settings {other!r} do not apply to environment {env!r}")
+    escape_updates = dict(config.get(name, {}))
     model = agent_updates.get("model")
     if model and config_dir is not None:
         path, sep, name = str(model).rpartition(":")
@@ -306,8 +241,8 @@ def _collect_updates(
         key = key.strip()
         if not sep or not key:
             raise RunError(f"--set {item!r}: expected KEY=VALUE (e.g. --set escape.window=5000)")
-        if key.startswith("escape."):
-            escape_updates[key.removeprefix("escape.")] = value
+        if key.startswith(name + "."):
+            escape_updates[key.removeprefix(name + ".")] = value
         else:
             agent_updates[_canonical(key, algo, valid)] = value
     return agent_updates, escape_updates
@@ -329,7 +264,7 @@ def _resolve_model(spec: str) -> str:
 def build_spec(
     *,
     algo: str | None = None,
-    env: str = "escape",
+    env: str | None = None,
     preset: str | None = None,
     config: dict | None = None,
     sets: Iterable[str] = (),
@@ -345,10 +280,12 @@ def build_spec(
     ``config`` is relative to ``config_dir`` (the config file's folder); on the command line, to
     the working directory.  Every problem is a :class:`RunError` with a one-line message."""
     config = dict(config or {})
-    if env not in ENVS:
-        raise RunError(f"unknown environment {env!r}; supported: {', '.join(ENVS)}")
-    if config.get("env", env) not in ENVS:
-        raise RunError(f"{where}: unknown environment {config['env']!r}; supported: escape")
+    file_env = config.get("env")
+    if env is None:
+        env = file_env or "escape"
+    elif file_env is not None and file_env != env:
+        raise RunError(f"--env {env} differs from the environment of {where} ({file_env})")
+    kind = env_kind(env)
     if algo is None:
         algo = config.get("algo")
         if algo is None:
@@ -366,6 +303,8 @@ def build_spec(
     extra = set(config) - set(TOP_LEVEL)
     if extra:
         raise RunError(f"{where}: unknown top-level key(s) {', '.join(sorted(extra))}")
+    if preset is not None and kind != "escape":
+        raise RunError(f"--preset {preset} is a configuration of the escape room, not of {env}")
     if preset is not None:
         from lktd_ppl.presets import preset as preset_values
 
@@ -381,7 +320,11 @@ def build_spec(
             },
             "escape": {**base["escape"], **config.get("escape", {})},
         }
-    agent_updates, escape_updates = _collect_updates(algo, config, sets, where, config_dir)
+    agent_updates, escape_updates = _collect_updates(algo, config, sets, where, config_dir, env)
+    if kind != "escape":
+        from lktd_ppl.presets import control_defaults
+
+        agent_updates = {**control_defaults(algo), **agent_updates}
     if model is not None:
         if not alg.samples_model:
             family = ", ".join(a for a, x in registry.ALGORITHMS.items() if x.samples_model)
@@ -397,20 +340,28 @@ def build_spec(
             raise RunError(f"--steps must be a positive number of environment steps, got {steps}")
         escape_updates["total_steps"] = steps
 
-    escape_types = field_types(_escape_class())
+    name = protocol_name(env)
+    escape_types = field_types(_protocol_class(env))
     for key in escape_updates:
-        if key not in escape_types:
-            _canonical("escape." + key, algo, valid_keys(algo))
+        if key not in escape_types or key == "env_id":
+            _canonical(f"{name}.{key}", algo, valid_keys(algo, env))
     escape_values = {
-        k: coerce(v, escape_types[k], f"escape.{k}") for k, v in escape_updates.items()
+        k: coerce(v, escape_types[k], f"{name}.{k}") for k, v in escape_updates.items()
     }
-    escape = _build(_escape_class(), escape_values, "escape.")
-    _check_escape(escape)
+    control = None
+    if kind == "escape":
+        escape = _build(_escape_class(), escape_values, "escape.")
+        _check_escape(escape)
+    else:
+        escape = None
+        control = _build(_control_class(), {**escape_values, "env_id": env}, "control.")
+        _check_control(control)
+        agent_updates = _from_environment(alg, agent_updates, control)
     types_ = _leaf_keys(alg.config_class)
     values = {k: coerce(v, types_[k], k) for k, v in agent_updates.items()}
     values.update(dict(alg.fixed))
     agent = _build(alg.config_class, values)
-    _check_agent(alg, agent, escape)
+    _check_agent(alg, agent, control or escape, name)
 
     seeds = int(config.get("seeds", 1) if seeds is None else seeds)
     first_seed = int(config.get("first_seed", 0) if first_seed is None else first_seed)
@@ -421,7 +372,32 @@ def build_spec(
         raise RunError(f"--seed must be non-negative, got {first_seed}")
     if max_draws < 2:
         raise RunError(f"--max-draws must be at least 2, got {max_draws}")
-    return RunSpec(algo, agent, escape, env, seeds, first_seed, max_draws)
+    return RunSpec(algo, agent, escape, env, seeds, first_seed, max_draws, control)
+
+
+def _from_environment(alg: registry.Algorithm, updates: dict, control: Any) -> dict:
+    """The agent settings that a control task fixes (the network's ``obs_dim`` and
+    ``num_actions``) or defaults (``gamma``, the protocol's), added to ``updates``."""
+    types_ = _leaf_keys(alg.config_class)
+    updates = dict(updates)
+    for key in ("obs_dim", "num_actions"):
+        if key not in types_:
+            continue
+        value = getattr(control, key)
+        if key in updates and coerce(updates[key], int, key) != value:
+            raise RunError(f"{key} is {value} on {control.env_id} (it comes from the environment)")
+        updates[key] = value
+    if "gamma" in types_:
+        updates.setdefault("gamma", control.gamma)
+    return updates
+
+
+def _check_control(c: Any) -> None:
+    try:
+        c.validate()
+        _ = c.task  # makes the environment: unsupported action or observation spaces fail here
+    except ValueError as err:
+        raise RunError(str(err)) from None
 
 
 def _check_escape(e: Any) -> None:
@@ -448,7 +424,7 @@ def _check_escape(e: Any) -> None:
         raise RunError(str(err)) from None
 
 
-def _check_agent(alg: registry.Algorithm, agent: Any, escape: Any) -> None:
+def _check_agent(alg: registry.Algorithm, agent: Any, escape: Any, name: str = "escape") -> None:
     if alg.samples_model:
         for key in ("num_chains",):
             if getattr(agent, key) < 1:
@@ -460,7 +436,7 @@ def _check_agent(alg: registry.Algorithm, agent: Any, escape: Any) -> None:
                 raise RunError(f"sampler.{key} must be positive, got {getattr(agent.sampler, key)}")
     elif agent.gamma != escape.gamma:
         raise RunError(
-            f"gamma ({agent.gamma}) differs from escape.gamma ({escape.gamma}); set both"
+            f"gamma ({agent.gamma}) differs from {name}.gamma ({escape.gamma}); set both"
         )
     if alg.members_field and alg.members(agent) < 1:
         raise RunError(f"{alg.members_field} must be at least 1, got {alg.members(agent)}")

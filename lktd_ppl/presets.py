@@ -122,3 +122,34 @@ def preset(name: str, algo: str) -> dict[str, Any]:
     values = dict(table[algo])
     values["escape"] = dict(values.get("escape", {}))
     return values
+
+
+# Defaults on control tasks (``--env CartPole-v1`` and other gymnax ids), under the settings of a
+# config file, ``--set`` and flags: the escape defaults (the official code's 32-32 networks, a
+# target sync every 10 updates, the escape model) do not carry over.  The LKTD family's settings
+# are the ones measured on CartPole (experiments/results/cartpole_settings.md).
+_CONTROL_NETWORK: dict[str, Any] = {
+    "hidden": (64, 64),
+    "learning_rate": 1e-3,
+    "target_every": 250,
+    "init_sd": None,
+}
+_LKTD_FAMILY_CONTROL: dict[str, Any] = {
+    "model": "control_q:sarsa_gaussian",
+    "sampler.pseudo_population": 10_000.0,
+    "sampler.step_size": 1e-4,
+}
+CONTROL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lktd": _LKTD_FAMILY_CONTROL,
+    "sgld": _LKTD_FAMILY_CONTROL,
+    "sghmc": _LKTD_FAMILY_CONTROL,
+    "dqn": _CONTROL_NETWORK,
+    "qrdqn": _CONTROL_NETWORK,
+    "bootdqn": {**_CONTROL_NETWORK, "init_sd": "torch"},
+    "kova": {"hidden": (64, 64), "init_sd": None},
+}
+
+
+def control_defaults(algo: str) -> dict[str, Any]:
+    """The agent settings ``algo`` starts from on a control task (dotted keys; a copy)."""
+    return dict(CONTROL_DEFAULTS.get(algo, {}))

@@ -32,6 +32,19 @@ A run folder holds:
 - plots (PNG): ``coverage_over_time``, ``learning_curve`` (median and IQR over seeds),
   ``interval_heatmaps`` (first seed), ``policy_quiver`` (mean over seeds).
 
+A control task's run folder (``--env CartPole-v1``, :func:`write_control_run`) holds
+``config.json``, ``model.py`` and ``checkpoint.npz`` as above, and
+
+- ``metrics.csv``: one row per seed x evaluation: ``step, seed, eval_return`` (mean greedy return
+  over the protocol's ``eval_episodes``), ``train_return`` (mean return of the training episodes
+  that ended since the previous evaluation; NaN if none);
+- ``episodes.csv``: every training episode: ``seed, episode, step`` (the step that ended it),
+  ``return, length``;
+- ``samples.nc``: ``posterior`` ``q`` dims ``(chain, draw, cell, action)``: every member's Q at the
+  run's probe states (``cell`` = probe) at every evaluation (``draw``); group ``probe_states``
+  holds the probe observations ``obs (seed, cell, obs_dim)``;
+- ``summary.md`` and ``learning_curve.png`` (greedy return, median and IQR over seeds).
+
 :func:`diagnose` reads a folder back and adds ``diagnose.md``, ``diagnostics.csv`` (the ArviZ
 summary of every scored entry) and ``calibration``, ``trace``, ``interval_heatmaps`` and (with
 several chains) ``rhat_over_time`` plots.
@@ -113,7 +126,8 @@ def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
         raise RunError(f"{str(path)!r} holds no rows")
     cols = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
     for k in ("step", "seed", "episodes"):
-        cols[k] = cols[k].astype(np.int64)
+        if k in cols:
+            cols[k] = cols[k].astype(np.int64)
     return cols
 
 
@@ -143,23 +157,28 @@ def _fmt(v: float, spec: str) -> str:
     return "-" if not np.isfinite(v) else format(float(v), spec)
 
 
+def run_facts(spec: RunSpec, wall_time: float | None) -> str:
+    """The summary's first line: seeds, members, steps and (if known) the wall time."""
+    members, total = spec.members, spec.protocol.total_steps
+    facts = (
+        f"{spec.seeds} seed{'s' if spec.seeds > 1 else ''} ({spec.first_seed}.."
+        f"{spec.first_seed + spec.seeds - 1}) x {members} member{'s' if members > 1 else ''}, "
+        f"{total:,} environment steps"
+    )
+    if wall_time is not None:
+        rate = total * spec.seeds / max(wall_time, 1e-9)
+        facts += f", {wall_time:.1f} s ({rate:,.0f} steps/s, compile included)"
+    return facts + "."
+
+
 def summary_table(spec: RunSpec, cols: dict[str, np.ndarray], wall_time: float | None) -> str:
     """The Markdown summary the command prints and writes to ``summary.md``."""
     e = spec.escape
     means = last_window_means(cols, e.total_steps, e.window)
-    members = spec.members
     first = max(e.total_steps - e.window, 0) + 1
     lines = [f"# {spec.algo} on {spec.env}", ""]
-    facts = (
-        f"{spec.seeds} seed{'s' if spec.seeds > 1 else ''} ({spec.first_seed}.."
-        f"{spec.first_seed + spec.seeds - 1}) x {members} member{'s' if members > 1 else ''}, "
-        f"{e.total_steps:,} environment steps"
-    )
-    if wall_time is not None:
-        rate = e.total_steps * spec.seeds / max(wall_time, 1e-9)
-        facts += f", {wall_time:.1f} s ({rate:,.0f} steps/s, compile included)"
     lines += [
-        facts + ".",
+        run_facts(spec, wall_time),
         f"Last window (steps {first:,}-{e.total_steps:,}), mean over seeds; truth: Q of the "
         f"epsilon-greedy (epsilon = {e.truth_epsilon}) optimal policy, computed exactly.",
         "",
@@ -231,15 +250,10 @@ def _to_numpy(leaf: Any) -> np.ndarray:
     return np.asarray(leaf)
 
 
-def write_run(out: str | Path, spec: RunSpec, results: dict) -> Path:
-    """Write the run folder (see the module docstring) from the harness's ``results``."""
-    import jax
-
-    from lktd_ppl import diagnostics as dg
-
-    out = Path(out)
+def write_config(out: Path, spec: RunSpec) -> dict:
+    """Create the folder and write ``config.json`` (and, for the LKTD family, the run's copy of
+    the model, ``model.py``); returns the config as written."""
     out.mkdir(parents=True, exist_ok=True)
-    e = spec.escape
     config = spec.to_dict()
     if spec.algorithm.samples_model:  # the run folder keeps its own copy of the model
         from lktd_ppl.api import resolve_model
@@ -250,6 +264,43 @@ def write_run(out: str | Path, spec: RunSpec, results: dict) -> Path:
         config["agent"]["model"] = f"model.py:{name}"
         config["model_source"] = spec.agent.model
     (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    return config
+
+
+def write_checkpoint(out: Path, learner_state: Any) -> None:
+    """``checkpoint.npz``: one array per leaf of the learner state, named by its path."""
+    import jax
+
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(learner_state))[0]
+    np.savez_compressed(out / "checkpoint.npz", **{_leaf_name(p): _to_numpy(v) for p, v in leaves})
+
+
+def sample_attrs(spec: RunSpec, members: int, steps: np.ndarray) -> dict[str, Any]:
+    """The root attributes of ``samples.nc`` that every run folder has: what ran, the chain
+    layout, and the environment step of each draw (``first_draw_step + draw * draw_step``)."""
+    return {
+        "algo": spec.algo,
+        "env": spec.env,
+        "seeds": spec.seed_list,
+        "members_per_seed": members,
+        "chain_layout": "seed-major: chain = seed_index * members_per_seed + member",
+        "first_draw_step": int(steps[0]) if len(steps) else 0,
+        "draw_step": int(steps[1] - steps[0]) if len(steps) > 1 else 0,
+    }
+
+
+def write_run(out: str | Path, spec: RunSpec, results: dict) -> Path:
+    """Write the run folder (see the module docstring) from the harness's ``results``."""
+
+    from lktd_ppl import diagnostics as dg
+
+    if spec.control is not None:
+        from lktd_ppl.control_run import write_control_run
+
+        return write_control_run(out, spec, results)
+    out = Path(out)
+    e = spec.escape
+    config = write_config(out, spec)
     rows = metric_rows(spec, results)
     write_metrics_csv(out / "metrics.csv", rows)
 
@@ -264,13 +315,7 @@ def write_run(out: str | Path, spec: RunSpec, results: dict) -> Path:
     q = np.concatenate([d[:, idx] for d in per_seed]).reshape(-1, len(idx), cells, num_actions)
     steps = e.total_steps - (n - 1 - idx) * e.train_every
     attrs = {
-        "algo": spec.algo,
-        "env": spec.env,
-        "seeds": spec.seed_list,
-        "members_per_seed": members,
-        "chain_layout": "seed-major: chain = seed_index * members_per_seed + member",
-        "first_draw_step": int(steps[0]) if len(steps) else 0,
-        "draw_step": int(steps[1] - steps[0]) if len(steps) > 1 else 0,
+        **sample_attrs(spec, members, steps),
         "stored_stages": int(n),
         "grid_size": int(e.size),
         "config": json.dumps(config),
@@ -285,9 +330,7 @@ def write_run(out: str | Path, spec: RunSpec, results: dict) -> Path:
         tree["final_parameters"] = xr.DataTree(xr.Dataset({"theta": (dims, theta)}))
     dg.save_datatree(tree, out / "samples.nc")
 
-    # checkpoint.npz
-    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(learner_state))[0]
-    np.savez_compressed(out / "checkpoint.npz", **{_leaf_name(p): _to_numpy(v) for p, v in leaves})
+    write_checkpoint(out, learner_state)
 
     # summary and plots
     cols = read_metrics(out)

@@ -13,16 +13,22 @@ from lktd_ppl.run_folder import write_run
 
 def make_learner(spec: RunSpec) -> Any:
     """The harness's :class:`~lktd_ppl.agents.harness.Learner` of ``spec`` (loads and checks the
-    model of the LKTD family, KOVA's memory need, ...)."""
-    return spec.algorithm.make_learner(spec.agent, spec.escape)
+    model of the LKTD family, KOVA's memory need, ...) for the run's protocol."""
+    return spec.algorithm.make_learner(spec.agent, spec.protocol)
 
 
 def make_train(spec: RunSpec) -> Callable[..., dict]:
-    """The harness's ``train(keys, progress, log)`` for ``spec``; the learner is built (and the
-    model checked) before anything runs."""
+    """The harness's ``train(keys, progress, log)`` for ``spec`` (the escape room's, or the control
+    harness on a control task); the learner is built (and the model checked) before anything
+    runs."""
+    learner = make_learner(spec)
+    if spec.control is not None:
+        from lktd_ppl.agents.control import make_control_train
+
+        return make_control_train(spec.control, learner)
     from lktd_ppl.agents.harness import make_train as harness_train
 
-    return harness_train(spec.escape, make_learner(spec))
+    return harness_train(spec.escape, learner)
 
 
 def prepare_folder(out: str | Path, overwrite: bool) -> Path:

@@ -123,11 +123,10 @@ def adam(learning_rate: float, max_grad_norm: float | None) -> optax.GradientTra
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
 
 
-def check_gamma(gamma: float, escape: EscapeConfig) -> None:
+def check_gamma(gamma: float, escape: Any) -> None:
+    """The learner's discount must be the protocol's (escape room or control task)."""
     if gamma != escape.gamma:
-        raise ValueError(
-            f"learner gamma {gamma} differs from the escape config's gamma {escape.gamma}"
-        )
+        raise ValueError(f"learner gamma {gamma} differs from the protocol's gamma {escape.gamma}")
 
 
 class DQNConfig(struct.PyTreeNode):
@@ -195,7 +194,7 @@ def gamma_checked(make: Callable[[Any], Learner]) -> Callable[..., Learner]:
     """``(config, escape=None) -> Learner``: ``make(config)``, after checking that the learner's
     discount is the protocol's (the registry's factory for the network baselines)."""
 
-    def factory(config: Any, escape: EscapeConfig | None = None) -> Learner:
+    def factory(config: Any, escape: Any = None) -> Learner:
         check_gamma(config.gamma, escape or EscapeConfig())
         return make(config)
 

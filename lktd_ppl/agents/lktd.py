@@ -9,6 +9,8 @@ the shared buffer), each with its own noise; the harness draws the acting chain 
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -94,10 +96,11 @@ def stage_step_size(config: LKTDAgentConfig, stage: jax.Array) -> jax.Array:
 
 
 def lktd_kernel(
-    config: LKTDAgentConfig, batch_size: int, num_actions: int = 4
+    config: LKTDAgentConfig, batch_size: int, num_actions: int = 4, obs_dim: int = 2
 ) -> tuple[StateSpaceModel, Kernel, SamplerConfig]:
     """(state-space model, kernel, sampler settings) of the agent's model and method, for batches
-    of ``batch_size`` transitions: what every chain of the agent steps with."""
+    of ``batch_size`` transitions with ``obs_dim`` observations and ``num_actions`` actions (the
+    escape room's 2 and 4 by default): what every chain of the agent steps with."""
     if config.method not in KERNELS:
         raise ModelError(f"unknown method {config.method!r}; choose one of {', '.join(KERNELS)}")
     sampler = config.sampler
@@ -105,7 +108,7 @@ def lktd_kernel(
     if error:
         raise ValueError(f"LKTDAgentConfig.sampler.{error}")
     model = load_model(config.model)
-    example = example_transition(2, num_actions)
+    example = example_transition(obs_dim, num_actions)
     batch = {**_rows(example, batch_size), STAGE_KEY: jnp.int32(0)}
     ssm = from_numpyro(model, batch)
     if not ssm.has_site("q", batch):
@@ -113,15 +116,32 @@ def lktd_kernel(
             f"model {config.model} records no deterministic site 'q' (the Q-values of "
             "batch['obs'], shape (n, actions)); add numpyro.deterministic('q', ...)"
         )
+    q_shape = jax.eval_shape(lambda th: ssm.deterministic(th, batch, "q"), jnp.zeros(ssm.p)).shape
+    if q_shape != (batch_size, num_actions):
+        raise ModelError(
+            f"model {config.model} records q of shape {q_shape} for {batch_size} observations of "
+            f"size {obs_dim}; the environment needs ({batch_size}, {num_actions}) ({num_actions} "
+            "actions): pick a model for this environment (e.g. control_q:... for control tasks)"
+        )
     return ssm, KERNELS[config.method](ssm, sampler), sampler
 
 
+def protocol_dims(protocol: Any) -> tuple[int, int]:
+    """(obs_dim, num_actions) of a protocol: a control task's (its environment's), or the escape
+    room's (2, 4)."""
+    return getattr(protocol, "obs_dim", 2), getattr(protocol, "num_actions", 4)
+
+
 def lktd_learner(
-    config: LKTDAgentConfig, escape: EscapeConfig | None = None, num_actions: int = 4
+    config: LKTDAgentConfig, escape: Any = None, num_actions: int | None = None
 ) -> Learner:
-    """The harness's :class:`Learner` for ``config`` on the escape protocol ``escape``."""
+    """The harness's :class:`Learner` for ``config`` on the protocol ``escape`` (an
+    :class:`EscapeConfig`, or a control task's config, whose environment gives the observation
+    size and the action count)."""
     escape = escape or EscapeConfig()
-    ssm, kernel, sampler = lktd_kernel(config, escape.batch_size, num_actions)
+    obs_dim, env_actions = protocol_dims(escape)
+    num_actions = env_actions if num_actions is None else num_actions
+    ssm, kernel, sampler = lktd_kernel(config, escape.batch_size, num_actions, obs_dim)
     m = config.num_chains
     if config.chain_batching not in ("auto", "map", "vmap"):
         raise ValueError(

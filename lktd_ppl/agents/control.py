@@ -1,0 +1,375 @@
+"""The control-task harness: any algorithm's :class:`~lktd_ppl.agents.harness.Learner` on a gymnax
+environment (discrete actions, flat observations), the whole run in JAX.
+
+One run: ``total_steps`` environment steps.  Acting: epsilon-greedy (linear schedule ``eps_start``
+-> ``eps_end`` over the first ``eps_fraction`` of the steps) on the acting member's Q; the member
+(an LKTD chain, a BootDQN head) is drawn uniformly at every episode start, so with several chains
+the agent does Thompson sampling over chains with epsilon-greedy on top (one chain: plain
+epsilon-greedy on it).  Transitions go into a FIFO replay buffer (:mod:`lktd_ppl.replay`) as SARSA
+tuples: a' is the action taken next, or after the episode ended the acting policy's action at the
+final observation.  gymnax resets automatically; a stored transition's ``next_obs`` is the step's
+``info["final_observation"]``, never the next episode's first observation, and ``terminated`` is
+set on true termination only (a truncated step bootstraps).  Once ``train_start`` steps are done,
+every ``train_every`` steps one training stage runs ``gradient_steps`` updates, each on its own
+minibatch (for the LKTD family one update is one stage of kappa inner steps).
+
+Every ``eval_every`` steps: the greedy return over ``eval_episodes`` episodes (greedy on the mean
+of the members' Q, vmapped over episodes), the mean return of the training episodes that ended
+since the previous evaluation, and every member's Q at ``num_probes`` probe states: observations
+taken at evenly spaced steps before ``train_start``, fixed for the run.  Every training episode's
+return and length are kept as well.
+
+The first environment step happens when the run state is made (it has no pending transition to
+complete); the chunks then take steps 1, 2, ..., so a run takes ``total_steps + 1`` steps.
+
+``make_control_train(config, learner)`` returns ``train(keys, progress, log)``: a Python loop over
+jitted chunks (one chunk = the steps between two evaluations), vmapped over seeds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lktd_ppl.agents.harness import Learner, epsilon_at, epsilon_greedy
+from lktd_ppl.envs.gymnax_env import ControlEnv, make_env
+from lktd_ppl.replay import Replay, example_transition
+from lktd_ppl.rng import fast_key, uniform
+
+NUM_UNIFORMS = 5  # per env step: explore?, which action, the same two for a' at s', member
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """The control protocol.  Defaults follow the RL-Baselines3-Zoo CartPole row (spec section 7)
+    where they apply to every algorithm; the environment comes from ``env_id``."""
+
+    env_id: str = "CartPole-v1"
+    total_steps: int = 50_000
+    max_episode_steps: int = 0  # > 0: overrides the environment's time limit
+    gamma: float = 0.99
+    buffer_size: int = 10_000
+    batch_size: int = 64
+    train_start: int = 1000
+    train_every: int = 4
+    gradient_steps: int = 1  # updates (minibatches) per training stage
+    eps_start: float = 1.0
+    eps_end: float = 0.04
+    eps_fraction: float = 0.16
+    eval_every: int = 5000
+    eval_episodes: int = 10
+    num_probes: int = 32
+
+    @cached_property
+    def task(self) -> ControlEnv:
+        return make_env(self.env_id, self.max_episode_steps)
+
+    @property
+    def obs_dim(self) -> int:
+        return self.task.obs_dim
+
+    @property
+    def num_actions(self) -> int:
+        return self.task.num_actions
+
+    def validate(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"control: {msg}")
+
+        need(self.total_steps > 0, f"total_steps must be positive, got {self.total_steps}")
+        need(self.eval_every > 0, "eval_every must be positive")
+        need(
+            self.total_steps % self.eval_every == 0,
+            f"total_steps ({self.total_steps}) must be a multiple of eval_every "
+            f"({self.eval_every})",
+        )
+        need(self.train_every > 0, "train_every must be positive")
+        need(
+            self.eval_every % self.train_every == 0,
+            f"eval_every ({self.eval_every}) must be a multiple of train_every "
+            f"({self.train_every})",
+        )
+        need(
+            self.train_start % self.train_every == 0,
+            "train_start must be a multiple of train_every",
+        )
+        need(self.train_start >= self.batch_size, "train_start must be at least batch_size")
+        need(self.total_steps > self.train_start, "total_steps must exceed train_start")
+        for name in ("batch_size", "buffer_size", "gradient_steps", "eval_episodes", "num_probes"):
+            need(getattr(self, name) > 0, f"{name} must be positive")
+        need(self.num_probes <= self.train_start, "num_probes must be at most train_start")
+        need(0.0 < self.gamma <= 1.0, f"gamma must be in (0, 1], got {self.gamma}")
+
+
+class ControlState(NamedTuple):
+    key: jax.Array
+    env: Any
+    obs: jax.Array
+    pend: dict  # the last transition, waiting for its next action
+    replay: Any
+    learner: Any
+    member: jax.Array
+    probes: jax.Array  # (num_probes, obs_dim)
+    updates: jax.Array  # updates done (the LKTD family's stage index)
+    ep_return: jax.Array
+    ep_length: jax.Array
+    ret_sum: jax.Array  # over the training episodes ended since the previous evaluation
+    ret_count: jax.Array
+
+
+def make_control_train(config: ControlConfig, learner: Learner) -> Callable[..., dict]:
+    """``train(keys, progress=True, log=None) -> results``: one run per key, vmapped over keys."""
+    config.validate()
+    task = config.task
+    env, params = task.env, task.params
+    num_actions, m = task.num_actions, learner.members
+    legal = jnp.ones(num_actions, jnp.int8)
+    extra = learner.extra_item(jax.random.key(0)) if learner.extra_item else {}
+    replay = Replay(
+        config.buffer_size, config.batch_size, example_transition(task.obs_dim, num_actions, extra)
+    )
+    n = config.train_every
+    periods = config.eval_every // n
+    num_chunks = config.total_steps // config.eval_every
+    probe_stride = config.train_start // config.num_probes
+
+    def choose_member(u: jax.Array, learner_state: Any) -> jax.Array:
+        if learner.acting_member is not None:
+            return learner.acting_member(u, learner_state)
+        return jnp.minimum(jnp.floor(u * m).astype(jnp.int32), m - 1)
+
+    def env_step(s: ControlState, t: jax.Array, u: jax.Array, k_env, k_extra, first=False):
+        """One environment step at step ``t``; returns the state and (ended, return, length)."""
+        eps = epsilon_at(config, t)
+        # Q at the current observation (the action now) and at the pending transition's final
+        # observation (its a' if its episode ended): one forward pass for both
+        q = learner.q_values(s.learner, s.member, jnp.stack([s.obs, s.pend["next_obs"]]))
+        a = epsilon_greedy(u[0], u[1], q[0], legal, eps)
+        replay_state = s.replay
+        if not first:
+            pend = dict(s.pend)
+            done = pend.pop("done")
+            a_end = epsilon_greedy(u[2], u[3], q[1], legal, eps)
+            item = {**pend, "next_action": jnp.where(done, a_end, a)}
+            if learner.extra_item is not None:
+                item.update(learner.extra_item(k_extra))
+            replay_state = replay.add(s.replay, item)
+        obs, env_state, r, term, trunc, info = env.step(k_env, s.env, a, params)
+        r = jnp.asarray(r, jnp.float32)
+        done = term | trunc
+        pend = {
+            "obs": s.obs,
+            "action": a,
+            "reward": r,
+            "next_obs": info["final_observation"].astype(jnp.float32).reshape(-1),
+            "terminated": term.astype(jnp.float32),
+            "next_mask": legal,
+            "done": done,
+        }
+        ep_return, ep_length = s.ep_return + r, s.ep_length + 1
+        slot = t // probe_stride
+        take = (t % probe_stride == 0) & (slot < config.num_probes)
+        probes = s.probes.at[jnp.minimum(slot, config.num_probes - 1)].set(
+            jnp.where(take, s.obs, s.probes[jnp.minimum(slot, config.num_probes - 1)])
+        )
+        new = s._replace(
+            env=env_state,
+            obs=jnp.asarray(obs, jnp.float32).reshape(-1),
+            pend=pend,
+            replay=replay_state,
+            member=jnp.where(done, choose_member(u[4], s.learner), s.member),
+            probes=probes,
+            ep_return=jnp.where(done, 0.0, ep_return),
+            ep_length=jnp.where(done, 0, ep_length),
+            ret_sum=s.ret_sum + jnp.where(done, ep_return, 0.0),
+            ret_count=s.ret_count + done,
+        )
+        return new, (done, ep_return, ep_length)
+
+    def init(key: jax.Array) -> ControlState:
+        key = fast_key(key)
+        key, k_env, k_learn, k_u, k_step, k_extra = jax.random.split(key, 6)
+        obs, env_state = env.reset(k_env, params)
+        obs = jnp.asarray(obs, jnp.float32).reshape(-1)
+        learner_state = learner.init(k_learn)
+        u = uniform(k_u, (NUM_UNIFORMS + 1,))
+        pend = {**example_transition(task.obs_dim, num_actions), "done": jnp.zeros((), bool)}
+        pend.pop("next_action")
+        state = ControlState(
+            key=key,
+            env=env_state,
+            obs=obs,
+            pend=pend,
+            replay=replay.init(),
+            learner=learner_state,
+            member=choose_member(u[-1], learner_state),
+            probes=jnp.zeros((config.num_probes, task.obs_dim), jnp.float32),
+            updates=jnp.zeros((), jnp.int32),
+            ep_return=jnp.zeros(()),
+            ep_length=jnp.zeros((), jnp.int32),
+            ret_sum=jnp.zeros(()),
+            ret_count=jnp.zeros((), jnp.int32),
+        )
+        return env_step(state, jnp.int32(0), u[:NUM_UNIFORMS], k_step, k_extra, first=True)[0]
+
+    def sample(replay_state: Any, key: jax.Array) -> dict:
+        if learner.minibatches == 1:
+            return replay.sample(replay_state, key)
+        keys = jax.random.split(key, learner.minibatches)
+        return jax.vmap(lambda k: replay.sample(replay_state, k))(keys)
+
+    def train_stage(s: ControlState, key: jax.Array, do_train: jax.Array) -> ControlState:
+        """``gradient_steps`` updates, each on its own minibatch, where ``do_train``."""
+        k_batch, k_update = jax.random.split(key)
+        # the minibatches are drawn outside the cond: with the replay buffer as an operand, the
+        # cond would copy it at every stage
+        batches = jax.vmap(lambda k: sample(s.replay, k))(
+            jax.random.split(k_batch, config.gradient_steps)
+        )
+
+        def one(carry, xs):
+            learner_state, stage = carry
+            k, batch = xs
+            return (learner.update(k, learner_state, {**batch, "stage": stage}), stage + 1), None
+
+        def run(learner_state, updates):
+            keys = jax.random.split(k_update, config.gradient_steps)
+            return jax.lax.scan(one, (learner_state, updates), (keys, batches))[0]
+
+        learner_state, updates = jax.lax.cond(
+            do_train, run, lambda ls, up: (ls, up), s.learner, s.updates
+        )
+        return s._replace(learner=learner_state, updates=updates)
+
+    def period(s: ControlState, g: jax.Array) -> tuple[ControlState, tuple]:
+        """``train_every`` env steps, then (from ``train_start`` on) one training stage."""
+        key, k_u, k_env, k_extra, k_train = jax.random.split(s.key, 5)
+        s = s._replace(key=key)
+        ts = g * n + 1 + jnp.arange(n)  # step 0 is init's
+        xs = (ts, uniform(k_u, (n, NUM_UNIFORMS)), jax.random.split(k_env, n))
+        xs += (jax.random.split(k_extra, n),)
+        s, ended = jax.lax.scan(lambda s, x: env_step(s, *x), s, xs)
+        s = train_stage(s, k_train, (g + 1) * n >= config.train_start)
+        if learner.acting_member is not None:  # e.g. BootDQN: the acting head changes with updates
+            s = s._replace(member=learner.acting_member(xs[1][-1, -1], s.learner))
+        return s, ended
+
+    def greedy_q(learner_state: Any, obs: jax.Array) -> jax.Array:
+        return jnp.mean(learner.q_grid(learner_state, obs[None]), axis=0)[0]
+
+    def eval_episode(learner_state: Any, key: jax.Array) -> jax.Array:
+        """The undiscounted return of one greedy episode."""
+        k_reset, k_run = jax.random.split(key)
+        obs, env_state = env.reset(k_reset, params)
+
+        def cond(c):
+            return ~c[3]
+
+        def body(c):
+            env_state, obs, ret, _, k = c
+            k, k_step = jax.random.split(k)
+            a = jnp.argmax(greedy_q(learner_state, jnp.asarray(obs, jnp.float32).reshape(-1)))
+            obs, env_state, r, term, trunc, _ = env.step(k_step, env_state, a, params)
+            return env_state, obs, ret + r, term | trunc, k
+
+        init = (env_state, obs, jnp.zeros(()), jnp.zeros((), bool), k_run)
+        return jax.lax.while_loop(cond, body, init)[2]
+
+    def chunk(s: ControlState, c: jax.Array) -> tuple[ControlState, dict]:
+        s, (ended, ret, length) = jax.lax.scan(period, s, c * periods + jnp.arange(periods))
+        key, k_eval = jax.random.split(s.key)
+        keys = jax.random.split(k_eval, config.eval_episodes)
+        returns = jax.vmap(eval_episode, in_axes=(None, 0))(s.learner, keys)
+        out = {
+            "eval_return": jnp.mean(returns),
+            "train_return": s.ret_sum / jnp.maximum(s.ret_count, 1),
+            "train_episodes": s.ret_count,
+            "probe_q": learner.q_grid(s.learner, s.probes),  # (members, probes, A)
+            "ended": ended.reshape(-1),
+            "episode_return": ret.reshape(-1),
+            "episode_length": length.reshape(-1),
+        }
+        reset = s._replace(key=key, ret_sum=jnp.zeros(()), ret_count=jnp.zeros((), jnp.int32))
+        return reset, out
+
+    init_v = jax.jit(jax.vmap(init))
+    chunk_v = jax.jit(jax.vmap(chunk, in_axes=(0, None)), donate_argnums=0)
+
+    def report(c: int, out: dict, t0: float, seeds: int, bar: Any, log: Any) -> None:
+        """Advance the progress bar and write a log line after chunk ``c``."""
+        got = jax.device_get(out)
+        steps = (c + 1) * config.eval_every
+        train_ret = np.where(got["train_episodes"] > 0, got["train_return"], np.nan)
+        line = (
+            f"step {steps:>8d}  {steps * seeds / (time.perf_counter() - t0):,.0f} steps/s  "
+            f"eval return {np.mean(got['eval_return']):8.2f}  "
+            f"train return {np.nanmean(train_ret) if np.isfinite(train_ret).any() else np.nan:8.2f}"
+        )
+        if bar is not None:
+            bar.update(config.eval_every)
+            bar.set_postfix_str(line.split("  ", 1)[1])
+        if log is not None:
+            log(line)
+
+    def train(keys: jax.Array, progress: bool = True, log: Callable[[str], None] | None = None):
+        keys = jnp.atleast_1d(keys)
+        t0 = time.perf_counter()
+        bar = progress_bar(config.total_steps) if progress else None
+        state, outs = init_v(keys), []
+        for c in range(num_chunks):
+            state, out = chunk_v(state, jnp.int32(c))
+            outs.append(out)
+            if bar is not None or log is not None:
+                report(c, out, t0, len(keys), bar, log)
+        if bar is not None:
+            bar.close()
+        stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *jax.device_get(outs))
+        return {
+            "config": asdict(config),
+            "eval_steps": np.arange(1, num_chunks + 1) * config.eval_every,
+            "eval_return": stacked["eval_return"],  # (seeds, evals)
+            "train_return": np.where(
+                stacked["train_episodes"] > 0, stacked["train_return"], np.nan
+            ),
+            "train_episodes": stacked["train_episodes"],
+            "probe_q": stacked["probe_q"],  # (seeds, evals, members, probes, A)
+            "probes": np.asarray(state.probes),  # (seeds, probes, obs_dim)
+            "episodes": episode_table(stacked),
+            "wall_time": time.perf_counter() - t0,
+            "state": state,
+        }
+
+    return train
+
+
+def progress_bar(total: int) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="step", unit_scale=True, leave=False)
+
+
+def episode_table(stacked: dict) -> dict[str, np.ndarray]:
+    """Every training episode: ``seed_index``, ``step`` (the env steps done when it ended, init's
+    first step included), ``return``, ``length``, from the chunks' per-step outputs (seeds, chunks,
+    steps)."""
+    ended = np.asarray(stacked["ended"])
+    seeds, chunks, per = ended.shape
+    seed_index, flat_step = np.nonzero(ended.reshape(seeds, chunks * per))
+    return {
+        "seed_index": seed_index,
+        "step": flat_step + 2,
+        "return": np.asarray(stacked["episode_return"]).reshape(seeds, -1)[
+            ended.reshape(seeds, -1)
+        ],
+        "length": np.asarray(stacked["episode_length"]).reshape(seeds, -1)[
+            ended.reshape(seeds, -1)
+        ],
+    }
