@@ -1,6 +1,10 @@
 """Cost of one update / training stage for every method, in one run so the ratios hold.
 
     .venv/bin/python experiments/bench_costs.py [--hidden 32 32] [--hidden2 64 64] [--out FILE]
+        [--only lktd sgld sghmc dqn]
+
+Old against new: run it alternately with ``PYTHONPATH=<worktree of the old code>`` and without
+(see ``experiments/results/bench_costs.md``).
 
 For each network size: every learner's ``update`` (one training stage: for LKTD, SGLD and SGHMC the
 Gibbs draw / kappa = 5 inner steps; for the DQN family one gradient update; for KOVA one EKF step)
@@ -59,8 +63,11 @@ def pick(bs: dict, i: jax.Array) -> dict:
 
 
 def model_with_hidden(hidden: tuple[int, ...], folder: Path) -> str:
-    """A copy of models/mlp_q.py with another HIDDEN (how a user changes the network)."""
-    src = (ROOT / "models" / "mlp_q.py").read_text()
+    """A copy of models/mlp_q.py (of the code under test) with another HIDDEN (how a user changes
+    the network)."""
+    import lktd_ppl
+
+    src = (Path(lktd_ppl.__file__).resolve().parents[1] / "models" / "mlp_q.py").read_text()
     path = folder / f"mlp_q_{'x'.join(map(str, hidden))}.py"
     path.write_text(src.replace("HIDDEN = (32, 32)", f"HIDDEN = {hidden!r}"))
     return f"{path}:sarsa_spike_slab"
@@ -69,14 +76,29 @@ def model_with_hidden(hidden: tuple[int, ...], folder: Path) -> str:
 def learners(hidden: tuple[int, ...], folder: Path) -> dict:
     from lktd_ppl.agents.bootdqn import BootDQNConfig, make_bootdqn_learner
     from lktd_ppl.agents.dqn import DQNConfig, make_dqn_learner
+    from lktd_ppl.agents.harness import EscapeConfig
     from lktd_ppl.agents.kova import KOVAConfig, make_kova_learner
     from lktd_ppl.agents.lktd import LKTDAgentConfig, lktd_learner
     from lktd_ppl.agents.qrdqn import QRDQNConfig, make_qrdqn_learner
+    from lktd_ppl.filter import SamplerConfig
 
     model = model_with_hidden(hidden, folder)
+    # the LKTD family in its default (consistent) mode, every sampler setting named
+    sampler = SamplerConfig(
+        pseudo_population=10_000.0,
+        step_size=1e-5,
+        alpha=0.9,
+        kappa=5,
+        friction=0.1,
+        compat=False,
+        temperature=1.0,
+        precondition_max=1.0,
+    )
+    escape = EscapeConfig(batch_size=100)
     out = {}
     for method in ("lktd", "sgld", "sghmc"):
-        out[method] = lktd_learner(LKTDAgentConfig(model=model, method=method), 100)
+        config = LKTDAgentConfig(model=model, method=method, sampler=sampler, num_chains=1)
+        out[method] = lktd_learner(config, escape)
     out["dqn"] = make_dqn_learner(DQNConfig(hidden=hidden))
     out["bootdqn"] = make_bootdqn_learner(BootDQNConfig(hidden=hidden))
     out["qrdqn"] = make_qrdqn_learner(QRDQNConfig(hidden=hidden))
@@ -107,6 +129,7 @@ def main() -> None:
     ap.add_argument("--hidden2", type=int, nargs="+", default=[64, 64])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) here")
+    ap.add_argument("--only", nargs="+", help="time only these methods (lktd is always timed)")
     args = ap.parse_args()
     b = batches()
     lines = [
@@ -119,6 +142,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for hidden in (tuple(args.hidden), tuple(args.hidden2)):
             ls = learners(hidden, Path(tmp))
+            if args.only:
+                ls = {k: v for k, v in ls.items() if k in {"lktd", *args.only}}
             runs = {}
             for name, learner in ls.items():
                 reps = 3 if name == "kova" else 1000

@@ -9,10 +9,12 @@ Rows:
 
 - lktd_stage / kappa: one LKTD training stage (one forward pass serving the Gibbs draw of xi and
   the first inner step, then kappa = 5 inner steps) divided by kappa, with the noise drawn for 50
-  stages at once (as ``lktd_ppl.sample`` does): what the sampler pays per inner step;
-- lktd_stage_key / kappa: the same with each stage drawing its noise from its own key as it goes
-  (as the RL agents run it);
-- lktd_inner_step: one inner step alone, drawing its own noise (keys split beforehand);
+  stages at once (as ``lktd_ppl.sample`` does) and passed in: the hand-written explicit-noise
+  form of the moves;
+- lktd_stage_key / kappa: the same with each stage given its own key (as the RL agents run it):
+  the product path, BlackJAX's SGLD drawing with ``jax.random.normal`` from fast keys;
+- lktd_inner_step: one inner step alone, from its own key (keys split beforehand; the step splits
+  it once more for the analysis noise);
 - dqn_adam_update: one DQN update (double-DQN target from a target network, Adam), written with
   the same network code as the LKTD model (``lktd_ppl.nets``: fused first layer, output layer
   evaluated at the chosen action where one action is needed), so the ratio compares algorithms;
@@ -20,6 +22,10 @@ Rows:
   reference: what the network code saves).
 
     .venv/bin/python experiments/bench_inner_step.py [--hidden 32 32] [--batch 100] [--steps 2000]
+
+Settings (named): N = 10 000, eps0 = 1e-5, alpha = 0.9, kappa = 5, default (consistent) mode.
+Old against new: run it alternately with ``PYTHONPATH=<worktree of the old code>`` and without
+(see ``experiments/results/bench_inner_step.md``).
 """
 
 from __future__ import annotations
@@ -106,7 +112,9 @@ def main() -> None:
     mlp_q.HIDDEN = hidden
     model = getattr(mlp_q, f"sarsa_{args.prior}")
     ssm = lktd_ppl.from_numpyro(model, batch)
-    cfg = SamplerConfig(pseudo_population=10_000.0, step_size=1e-5, alpha=0.9)
+    cfg = SamplerConfig(
+        pseudo_population=10_000.0, step_size=1e-5, alpha=0.9, kappa=5, compat=False
+    )
     state0 = LKTDState(0.1 * jax.random.normal(jax.random.key(1), (ssm.p,)), batch["reward"])
     kernel = lktd(ssm, cfg)
 
