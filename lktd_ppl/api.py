@@ -15,12 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lktd_ppl.filter import SamplerConfig, lktd, lktd_only_options_error
-from lktd_ppl.rng import standard_normal
 from lktd_ppl.samplers import sghmc, sgld
 from lktd_ppl.ssm import STAGE_KEY, Batch, ModelError, from_numpyro, leading_size
 
 KERNELS = {"lktd": lktd, "sgld": sgld, "sghmc": sghmc}
-NOISE_BLOCK = 50
 DEFAULT_MODEL = "mlp_q:sarsa_spike_slab"  # the paper's network, prior and SARSA measurement
 
 
@@ -155,27 +153,18 @@ def sample(
             [ssm.sample_prior(k, example) for k in jax.random.split(key_init, num_chains)]
         )
     total = num_warmup + num_samples
-    block = min(NOISE_BLOCK, total)  # stages whose noise is drawn at once
-    num_blocks = -(-total // block)
 
     def one_chain(key, position):
         def stage(state, xs):
-            t, key_t, z_t = xs
-            batch = {**_minibatch(key_t, data, size, batch_size), STAGE_KEY: t}
-            state, info = kernel.step(key_t, state, batch, noise=z_t)
+            t, key_t = xs
+            key_batch, key_step = jax.random.split(key_t)
+            batch = {**_minibatch(key_batch, data, size, batch_size), STAGE_KEY: t}
+            state, info = kernel.step(key_step, state, batch)  # the BlackJAX forecast's path
             return state, (state.position, info)
 
-        def run_block(state, xs):
-            b, key_b = xs
-            key_z, key_s = jax.random.split(key_b)
-            z = standard_normal(key_z, (block, kernel.noise_size), position.dtype)
-            ts = b * block + jnp.arange(block, dtype=jnp.int32)
-            return jax.lax.scan(stage, state, (ts, jax.random.split(key_s, block), z))
-
-        xs = (jnp.arange(num_blocks, dtype=jnp.int32), jax.random.split(key, num_blocks))
-        _, out = jax.lax.scan(run_block, kernel.init(position), xs)
-        out = jax.tree.map(lambda a: a.reshape(-1, *a.shape[2:])[num_warmup:total], out)
-        return out
+        xs = (jnp.arange(total, dtype=jnp.int32), jax.random.split(key, total))
+        _, out = jax.lax.scan(stage, kernel.init(position), xs)
+        return jax.tree.map(lambda a: a[num_warmup:], out)
 
     run = jax.jit(jax.vmap(one_chain))
     positions, info = run(jax.random.split(key_run, num_chains), init_positions)

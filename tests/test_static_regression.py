@@ -196,8 +196,11 @@ def test_temperature_scales_the_posterior_variance(regression_data, exact):
 
 def test_preconditioner_mixes_a_flat_direction_the_plain_step_leaves_behind():
     """A feature scaled by 0.02 makes theta_3's posterior 50x wider than the others'.  In 1000 + 3000
-    stages the plain step leaves it at the prior's spread (variance ratio 4.7, mean 1.6 sd off);
-    the preconditioner (cap 100) samples it (measured 1.02 and -0.18 sd) and keeps the others."""
+    stages the plain step leaves it near the prior's spread (variance ratio 5.3, mean 1.8 sd off,
+    key 0); the preconditioner (cap 100) moves it across the posterior (ratio 0.73, -0.29 sd) and
+    keeps the others.  It samples that direction only roughly: over keys 0-3 with 16 chains the
+    ratio was 1.10-1.76 (a drifting M, whose dM/dtheta term pSGLD drops, over-disperses it), so
+    the test asks for a factor of 2, not the 15% of the well-determined directions."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, 3)).astype(np.float32)
     x[:, 2] *= 0.02
@@ -209,7 +212,12 @@ def test_preconditioner_mixes_a_flat_direction_the_plain_step_leaves_behind():
     kw = dict(key=jax.random.key(0), num_chains=4, num_samples=3000, num_warmup=1000)
     plain = draws(lktd_ppl.sample(MODEL, data, step_size=5e-4, **kw), "theta")
     pre = draws(lktd_ppl.sample(MODEL, data, step_size=5e-4, precondition_max=100.0, **kw), "theta")
-    assert np.var(plain[:, 2]) / post.cov[2, 2] > 2.0  # the negative control: not mixed
-    _check(pre, post, mean_sd=0.4, var_tol=0.15)
+    exact_var = np.diag(np.asarray(post.cov))
+    assert np.var(plain[:, 2]) / exact_var[2] > 2.5  # the negative control: not mixed
+    ratio = np.var(pre, axis=0) / exact_var
+    z = (pre.mean(axis=0) - np.asarray(post.mean)) / np.sqrt(exact_var)
+    np.testing.assert_allclose(ratio[:2], 1.0, atol=0.15)
+    assert 0.5 < ratio[2] < 2.0, ratio
+    assert np.all(np.abs(z) < 0.4), z
     with pytest.raises(lktd_ppl.ModelError, match="precondition_max"):
         lktd_ppl.sample(MODEL, data, key=jax.random.key(0), method="sgld", precondition_max=10.0)
