@@ -135,6 +135,13 @@ def _diagnose(args: argparse.Namespace) -> int:
     interval_heatmaps.png and, with several chains, rhat_over_time.png into the folder."""
     from lktd_ppl.diagnostics import diagnose
 
+    folder_config = config.config_path(args.folder)
+    if folder_config.is_file() and config.spec_from_folder(args.folder).control is not None:
+        raise config.RunError(
+            f"{args.folder} is a control-task run: lktd diagnose scores the escape room's "
+            "Q-samples against its exact Q; this folder's summary.md, metrics.csv, episodes.csv "
+            "and samples.nc (Q at probe states per evaluation) hold its results"
+        )
     report = diagnose(args.folder)
     print(report, end="")
     return 0

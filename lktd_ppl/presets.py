@@ -135,7 +135,7 @@ _CONTROL_NETWORK: dict[str, Any] = {
     "init_sd": None,
 }
 _LKTD_FAMILY_CONTROL: dict[str, Any] = {
-    "model": "control_q:sarsa_gaussian",
+    "model": "mlp_control:sarsa_gaussian",
     "sampler.pseudo_population": 10_000.0,
     "sampler.step_size": 1e-4,
 }

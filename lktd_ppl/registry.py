@@ -15,7 +15,8 @@ from typing import Any
 class Algorithm:
     """How the harness runs one algorithm.
 
-    ``module`` holds ``config_class`` (the settings), ``learner`` (``(config, escape) -> Learner``)
+    ``module`` holds ``config_class`` (the settings), ``learner`` (``(config, protocol) ->
+    Learner``, the protocol an escape or a control-task config)
     and ``parameters`` (``learner state -> (dims, flat array)``, leading axis seeds).
     ``fixed``: settings the name implies (the LKTD family's ``method``), not settable.
     ``members``: the config field that counts members per seed (chains, heads), or None (one).
@@ -38,9 +39,9 @@ class Algorithm:
     def config_class(self) -> type:
         return self._attr(self.config_class_name)
 
-    def make_learner(self, config: Any, escape: Any) -> Any:
+    def make_learner(self, config: Any, protocol: Any) -> Any:
         """The harness's ``Learner`` (loads and checks the model, KOVA's memory need, ...)."""
-        return self._attr(self.learner_name)(config, escape)
+        return self._attr(self.learner_name)(config, protocol)
 
     def members(self, config: Any) -> int:
         return 1 if self.members_field is None else int(getattr(config, self.members_field))

@@ -121,7 +121,7 @@ def lktd_kernel(
         raise ModelError(
             f"model {config.model} records q of shape {q_shape} for {batch_size} observations of "
             f"size {obs_dim}; the environment needs ({batch_size}, {num_actions}) ({num_actions} "
-            "actions): pick a model for this environment (e.g. control_q:... for control tasks)"
+            "actions): pick a model for this environment (e.g. mlp_control:... for control tasks)"
         )
     return ssm, KERNELS[config.method](ssm, sampler), sampler
 
