@@ -148,10 +148,12 @@ def test_same_seed_same_run_and_folder_reloads(tmp_path):
     """The same seed gives the same run (whichever seed runs beside it); different seeds give
     different runs; the run folder's config.json reloads to the same spec, and a rerun writes
     the same metrics.csv (step, seed, eval_return, train_return) and episodes.csv."""
-    spec = small_spec("lktd", seeds=2, steps=600)
+    spec = small_spec("lktd", seeds=2, steps=600, sets=["control.gradient_steps=2"])
     train = training.make_train(spec)  # compiled once, reused below (same shapes)
     a = training.execute(spec, tmp_path / "a", train=train)
     assert a["eval_return"].shape == (2, 2)
+    # 2 updates per stage, a stage every 4 steps from step 200 to 600 (the LKTD stage counter)
+    np.testing.assert_array_equal(np.asarray(a["state"].updates), [2 * 101, 2 * 101])
     assert not np.array_equal(a["probe_q"][0], a["probe_q"][1])
     ep = a["episodes"]
     first = [ep["length"][ep["seed_index"] == i][:20] for i in (0, 1)]
@@ -189,3 +191,14 @@ def test_control_settings_are_checked():
         training.make_learner(build_spec(algo="lktd", env=ENV, model="mlp_q:sarsa_gaussian"))
     spec = build_spec(algo="qrdqn", env=ENV)
     assert (spec.agent.obs_dim, spec.agent.num_actions, spec.agent.gamma) == (4, 2, 0.99)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["qrdqn", "bootdqn", "kova", "sgld", "sghmc"])
+def test_every_algorithm_runs_on_cartpole(algo):
+    """Every registered algorithm builds for CartPole's 4 inputs and 2 actions and runs."""
+    sets = ["num_chains=2"] if algo == "sgld" else []
+    spec = small_spec(algo, seeds=2, steps=600, sets=sets)
+    results = run(spec)
+    assert results["probe_q"].shape[:2] == (2, 2) and results["probe_q"].shape[-2:] == (8, 2)
+    assert np.isfinite(results["probe_q"]).all()
