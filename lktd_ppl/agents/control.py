@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lktd_ppl.agents.harness import Learner, epsilon_at, epsilon_greedy
+from lktd_ppl.agents.harness import Learner, ReplayProtocol, epsilon_at, epsilon_greedy
 from lktd_ppl.envs.gymnax_env import ControlEnv, make_env
 from lktd_ppl.replay import Replay, example_transition
 from lktd_ppl.rng import fast_key, uniform
@@ -47,25 +47,24 @@ NUM_UNIFORMS = 5  # per env step: explore?, which action, the same two for a' at
 
 
 @dataclass(frozen=True)
-class ControlConfig:
+class ControlConfig(ReplayProtocol):
     """The control protocol.  Defaults follow the RL-Baselines3-Zoo CartPole row (spec section 7)
-    where they apply to every algorithm; the environment comes from ``env_id``."""
+    where they apply to every algorithm; the environment comes from ``env_id``;
+    ``max_episode_steps`` 0 keeps the environment's own time limit."""
 
     env_id: str = "CartPole-v1"
-    total_steps: int = 50_000
-    max_episode_steps: int = 0  # > 0: overrides the environment's time limit
-    gamma: float = 0.99
-    buffer_size: int = 10_000
-    batch_size: int = 64
-    train_start: int = 1000
-    train_every: int = 4
-    gradient_steps: int = 1  # updates (minibatches) per training stage
-    eps_start: float = 1.0
-    eps_end: float = 0.04
-    eps_fraction: float = 0.16
     eval_every: int = 5000
     eval_episodes: int = 10
     num_probes: int = 32
+    gradient_steps: int = 1  # updates (minibatches) per training stage
+    # the zoo's values where they differ from the shared protocol's defaults
+    total_steps: int = 50_000
+    max_episode_steps: int = 0
+    gamma: float = 0.99
+    batch_size: int = 64
+    train_every: int = 4
+    eps_end: float = 0.04
+    eps_fraction: float = 0.16
 
     @cached_property
     def task(self) -> ControlEnv:
@@ -80,33 +79,30 @@ class ControlConfig:
         return self.task.num_actions
 
     def validate(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"control: {msg}")
-
-        need(self.total_steps > 0, f"total_steps must be positive, got {self.total_steps}")
-        need(self.eval_every > 0, "eval_every must be positive")
-        need(
-            self.total_steps % self.eval_every == 0,
-            f"total_steps ({self.total_steps}) must be a multiple of eval_every "
-            f"({self.eval_every})",
-        )
-        need(self.train_every > 0, "train_every must be positive")
-        need(
-            self.eval_every % self.train_every == 0,
-            f"eval_every ({self.eval_every}) must be a multiple of train_every "
-            f"({self.train_every})",
-        )
-        need(
-            self.train_start % self.train_every == 0,
-            "train_start must be a multiple of train_every",
-        )
-        need(self.train_start >= self.batch_size, "train_start must be at least batch_size")
-        need(self.total_steps > self.train_start, "total_steps must exceed train_start")
-        for name in ("batch_size", "buffer_size", "gradient_steps", "eval_episodes", "num_probes"):
-            need(getattr(self, name) > 0, f"{name} must be positive")
-        need(self.num_probes <= self.train_start, "num_probes must be at most train_start")
-        need(0.0 < self.gamma <= 1.0, f"gamma must be in (0, 1], got {self.gamma}")
+        problems = self.replay_problems()
+        if self.eval_every <= 0:
+            problems.append("eval_every must be positive")
+        elif self.total_steps % self.eval_every:
+            problems.append(
+                f"total_steps ({self.total_steps}) must be a multiple of eval_every "
+                f"({self.eval_every})"
+            )
+        elif self.train_every > 0 and self.eval_every % self.train_every:
+            problems.append(
+                f"eval_every ({self.eval_every}) must be a multiple of train_every "
+                f"({self.train_every})"
+            )
+        if self.total_steps <= self.train_start:
+            problems.append("total_steps must exceed train_start")
+        for name in ("gradient_steps", "eval_episodes", "num_probes"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive")
+        if self.num_probes > self.train_start:
+            problems.append("num_probes must be at most train_start")
+        if not 0.0 < self.gamma <= 1.0:
+            problems.append(f"gamma must be in (0, 1], got {self.gamma}")
+        if problems:
+            raise ValueError(f"control: {problems[0]}")
 
 
 class ControlState(NamedTuple):
