@@ -340,9 +340,9 @@ def test_checkpoint_restores_the_final_learner_state(jobs, work):
 
     from lktd_ppl.agents.harness import make_task
     from lktd_ppl.config import spec_from_folder
+    from lktd_ppl.diagnostics import load_datatree
     from lktd_ppl.run_folder import load_checkpoint
     from lktd_ppl.training import make_learner
-    from lktd_ppl.diagnostics import load_datatree
 
     ok(jobs["lktd"].result()["train"])
     folder = work / "lktd"
