@@ -134,7 +134,7 @@ def write_tables(
 
 def targets(summaries: dict) -> list[str]:
     """The issue's targets against what was measured (trimmed means), misses by how much."""
-    out = ["## Targets (issue 5 / issue 6) against these runs", ""]
+    out = ["## Targets against these runs", ""]
 
     def row(name, what, value, ok, target):
         verdict = "met" if ok else "**missed**"
