@@ -18,6 +18,7 @@ learner's state (parameters, optimiser, target network, KOVA's p x p covariance)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 import tempfile
@@ -81,19 +82,13 @@ def learners(hidden: tuple[int, ...], folder: Path) -> dict:
     from lktd_ppl.agents.lktd import LKTDAgentConfig, lktd_learner
     from lktd_ppl.agents.qrdqn import QRDQNConfig, make_qrdqn_learner
     from lktd_ppl.filter import SamplerConfig
+    from lktd_ppl.presets import preset
 
     model = model_with_hidden(hidden, folder)
-    # the LKTD family in its default (consistent) mode, every sampler setting named
-    sampler = SamplerConfig(
-        pseudo_population=10_000.0,
-        step_size=1e-5,
-        alpha=0.9,
-        kappa=5,
-        friction=0.1,
-        compat=False,
-        temperature=1.0,
-        precondition_max=1.0,
-    )
+    # the LKTD family in its default (consistent) mode: the paper preset's sampler, compat off
+    fields = {f.name for f in dataclasses.fields(SamplerConfig)}
+    paper = {k: v for k, v in preset("paper", "lktd").items() if k in fields}
+    sampler = SamplerConfig(**{**paper, "compat": False})
     escape = EscapeConfig(batch_size=100)
     out = {}
     for method in ("lktd", "sgld", "sghmc"):

@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/bench_escape_run.py [--steps 1000000] [--repeats 3]
 
-1. one ``--steps`` LKTD run in the paper's configuration (every setting named in ``paper_config``:
+1. one ``--steps`` LKTD run in the paper's configuration (the ``paper`` preset, every setting written out:
    compat mode, N = 10 000, eps0 = 1e-5, alpha = 0.9, kappa = 5, one chain, the shipped
    ``models/mlp_q.py:sarsa_spike_slab`` of the code under test), each run in a fresh process
    (cold caches, compile and setup included); wall and CPU seconds, median of ``--repeats``.
@@ -35,7 +35,6 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -43,41 +42,12 @@ OFFICIAL_SECONDS_PER_1M = 1.25 * 3600
 
 
 def paper_config(steps: int, **overrides):
-    """(agent config, escape protocol) of the paper's LKTD run, every setting named."""
-    import lktd_ppl
-    from lktd_ppl.agents.harness import EscapeConfig
-    from lktd_ppl.agents.lktd import LKTDAgentConfig
-    from lktd_ppl.filter import SamplerConfig
+    """(agent config, escape protocol) of the paper's LKTD run: the ``paper`` preset (every
+    setting written out), ``overrides`` (bare setting names, e.g. ``num_chains=4``) on top."""
+    from lktd_ppl.config import build_spec
 
-    model = Path(lktd_ppl.__file__).resolve().parents[1] / "models" / "mlp_q.py"
-    sampler = dict(
-        pseudo_population=10_000.0,
-        step_size=1e-5,
-        alpha=0.9,
-        kappa=5,
-        friction=0.1,
-        compat=True,
-        temperature=1.0,
-        precondition_max=1.0,
-        precondition_decay=0.99,
-    )
-    sampler.update({k: v for k, v in overrides.items() if k in sampler})
-    agent = dict(method="lktd", num_chains=1, init_sd=0.1, shared_init=False)
-    agent.update({k: v for k, v in overrides.items() if k in agent})
-    config = LKTDAgentConfig(
-        model=f"{model}:sarsa_spike_slab", sampler=SamplerConfig(**sampler), **agent
-    )
-    escape = EscapeConfig(
-        total_steps=steps,
-        buffer_size=10_000,
-        train_start=1000,
-        train_every=10,
-        batch_size=100,
-        sample_size=3000,
-        window=10_000,
-        evals_per_window=10,
-    )
-    return config, escape
+    spec = build_spec(algo="lktd", preset="paper", config={"agent": overrides}, steps=steps)
+    return spec.agent, spec.escape
 
 
 def one_run(steps: int, seed: int = 0, **overrides) -> dict:
