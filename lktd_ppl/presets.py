@@ -147,9 +147,94 @@ CONTROL_DEFAULTS: dict[str, dict[str, Any]] = {
     "qrdqn": _CONTROL_NETWORK,
     "bootdqn": {**_CONTROL_NETWORK, "init_sd": "torch"},
     "kova": {"hidden": (64, 64), "init_sd": None},
+    # the public JAX port's CartPole setting (a 0.1, beta 1e5, J 1) with eta 1e-3 (the port's
+    # 2.5e-4 did not learn in 30 000 steps) and DQN's sync every 250 stages
+    # (experiments/results/lmcdqn_cartpole.md); buffer and batch are the control protocol's
+    "lmcdqn": {
+        "hidden": (64, 64),
+        "init_sd": None,
+        "step_size": 1e-3,
+        "inverse_temperature": 1e5,
+        "bias_factor": 0.1,
+        "updates_per_stage": 1,
+        "target_every": 250,
+    },
 }
 
 
 def control_defaults(algo: str) -> dict[str, Any]:
     """The agent settings ``algo`` starts from on a control task (dotted keys; a copy)."""
     return dict(CONTROL_DEFAULTS.get(algo, {}))
+
+
+# The classic-control study (spec section 7).  Each environment's protocol: the budget, the
+# discount and the exploration schedule of the RL-Baselines3-Zoo DQN row, greedy evaluations at a
+# fixed interval; ``ZOO_DQN`` the zoo's replay and training schedule and network for the DQN-type
+# baselines (target syncs converted from env steps to updates; a train_freq or learning_starts
+# that does not divide the evaluation interval rounded, stated per row).
+CONTROL_STUDY_ENVS: dict[str, dict[str, Any]] = {
+    "CartPole-v1": {
+        "total_steps": 50_000, "gamma": 0.99, "eps_fraction": 0.16, "eps_end": 0.04,
+        "eval_every": 2500,
+    },
+    "Acrobot-v1": {
+        "total_steps": 100_000, "gamma": 0.99, "eps_fraction": 0.12, "eps_end": 0.1,
+        "eval_every": 5000,
+    },
+    "MountainCar-v0": {
+        "total_steps": 120_000, "gamma": 0.98, "eps_fraction": 0.2, "eps_end": 0.07,
+        "eval_every": 6000,
+    },
+    "LunarLander-v3": {
+        "total_steps": 100_000, "gamma": 0.99, "eps_fraction": 0.12, "eps_end": 0.1,
+        "eval_every": 5000,
+    },
+}  # fmt: skip
+
+# (control protocol, agent settings) of the zoo's DQN row per environment
+ZOO_DQN: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    # train_freq 256 / 128 gradient steps -> 250 / 125 (the same 0.5 updates per step) so that
+    # the 2500-step evaluations fall between stages; a target sync every 10 env steps with no
+    # update in between = a sync before every stage of 125 updates
+    "CartPole-v1": (
+        {"buffer_size": 100_000, "batch_size": 64, "train_start": 1000, "train_every": 250,
+         "gradient_steps": 125},
+        {"learning_rate": 2.3e-3, "target_every": 125},
+    ),
+    # train_freq 16 / 8 gradient steps; learning_starts 1000 -> 1008 (a multiple of 16); a sync
+    # every 600 env steps = every 300 updates
+    "MountainCar-v0": (
+        {"buffer_size": 10_000, "batch_size": 128, "train_start": 1008, "train_every": 16,
+         "gradient_steps": 8},
+        {"learning_rate": 4e-3, "target_every": 300},
+    ),
+    # train_freq 4, gradient_steps -1 (= 4); learning_starts 0 -> 128 (one minibatch); a sync
+    # every 250 env steps = every 250 updates
+    "Acrobot-v1": (
+        {"buffer_size": 50_000, "batch_size": 128, "train_start": 128, "train_every": 4,
+         "gradient_steps": 4},
+        {"learning_rate": 6.3e-4, "target_every": 250},
+    ),
+    "LunarLander-v3": (
+        {"buffer_size": 50_000, "batch_size": 128, "train_start": 128, "train_every": 4,
+         "gradient_steps": 4},
+        {"learning_rate": 6.3e-4, "target_every": 250},
+    ),
+}  # fmt: skip
+# what Stable-Baselines3's DQN does that the escape room's DQN does not: [256, 256] ReLU, PyTorch's
+# default initialisation, the Huber loss, gradients clipped at norm 10, no double-Q
+ZOO_NETWORK: dict[str, Any] = {
+    "hidden": (256, 256),
+    "init_sd": "torch",
+    "loss": "huber",
+    "max_grad_norm": 10.0,
+    "double_q": False,
+}
+# the zoo's QR-DQN rows: DQN's with these quantile counts (LunarLander: SB3's default, 200,
+# under DQN's schedule; the zoo's own LunarLander row is not reproduced)
+ZOO_QUANTILES: dict[str, int] = {
+    "CartPole-v1": 10,
+    "Acrobot-v1": 25,
+    "MountainCar-v0": 25,
+    "LunarLander-v3": 200,
+}

@@ -155,6 +155,11 @@ def test_same_seed_same_run_and_folder_reloads(tmp_path):
     # 2 updates per stage, a stage every 4 steps from step 200 to 600 (the LKTD stage counter)
     np.testing.assert_array_equal(np.asarray(a["state"].updates), [2 * 101, 2 * 101])
     assert not np.array_equal(a["probe_q"][0], a["probe_q"][1])
+    # the best-model return: the learner of the best evaluation (the earlier one on ties),
+    # re-evaluated on fresh episodes
+    np.testing.assert_array_equal(a["best_eval_return"], a["eval_return"].max(axis=1))
+    assert a["best_return"].shape == (2,)
+    assert ((a["best_return"] >= 1) & (a["best_return"] <= 12)).all()  # the time limit is 12
     ep = a["episodes"]
     first = [ep["length"][ep["seed_index"] == i][:20] for i in (0, 1)]
     assert not np.array_equal(*first)

@@ -14,7 +14,9 @@ every ``train_every`` steps one training stage runs ``gradient_steps`` updates, 
 minibatch (for the LKTD family one update is one stage of kappa inner steps).
 
 Every ``eval_every`` steps: the greedy return over ``eval_episodes`` episodes (greedy on the mean
-of the members' Q, vmapped over episodes), the mean return of the training episodes that ended
+of the members' Q, vmapped over episodes; the learner state with the best such return so far is
+kept, and re-evaluated at the end on ``best_eval_episodes`` fresh episodes: the best-model
+return), the mean return of the training episodes that ended
 since the previous evaluation, and every member's Q at ``num_probes`` probe states: observations
 taken at evenly spaced steps before ``train_start``, fixed for the run.  Every training episode's
 return and length are kept as well.
@@ -55,6 +57,7 @@ class ControlConfig(ReplayProtocol):
     env_id: str = "CartPole-v1"
     eval_every: int = 5000
     eval_episodes: int = 10
+    best_eval_episodes: int = 100  # the best evaluated learner, re-evaluated at the end
     num_probes: int = 32
     gradient_steps: int = 1  # updates (minibatches) per training stage
     # the zoo's values where they differ from the shared protocol's defaults
@@ -94,7 +97,7 @@ class ControlConfig(ReplayProtocol):
             )
         if self.total_steps <= self.train_start:
             problems.append("total_steps must exceed train_start")
-        for name in ("gradient_steps", "eval_episodes", "num_probes"):
+        for name in ("gradient_steps", "eval_episodes", "best_eval_episodes", "num_probes"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive")
         if self.num_probes > self.train_start:
@@ -119,6 +122,8 @@ class ControlState(NamedTuple):
     ep_length: jax.Array
     ret_sum: jax.Array  # over the training episodes ended since the previous evaluation
     ret_count: jax.Array
+    best_learner: Any  # the learner state of the best evaluation so far
+    best_return: jax.Array  # its evaluation return (-inf before the first)
 
 
 def make_control_train(config: ControlConfig, learner: Learner) -> Callable[..., dict]:
@@ -213,6 +218,8 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
             ep_length=jnp.zeros((), jnp.int32),
             ret_sum=jnp.zeros(()),
             ret_count=jnp.zeros((), jnp.int32),
+            best_learner=learner_state,
+            best_return=jnp.full((), -jnp.inf),
         )
         return env_step(state, jnp.int32(0), u[:NUM_UNIFORMS], k_step, k_extra, first=True)[0]
 
@@ -279,13 +286,24 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
         init = (env_state, obs, jnp.zeros(()), jnp.zeros((), bool), k_run)
         return jax.lax.while_loop(cond, body, init)[2]
 
+    def greedy_returns(learner_state: Any, key: jax.Array, episodes: int) -> jax.Array:
+        keys = jax.random.split(key, episodes)
+        return jax.vmap(eval_episode, in_axes=(None, 0))(learner_state, keys)
+
+    def keep_best(s: ControlState, eval_return: jax.Array) -> ControlState:
+        better = eval_return > s.best_return  # ties keep the earlier one
+        best = jax.tree.map(lambda new, old: jnp.where(better, new, old), s.learner, s.best_learner)
+        return s._replace(
+            best_learner=best, best_return=jnp.where(better, eval_return, s.best_return)
+        )
+
     def chunk(s: ControlState, c: jax.Array) -> tuple[ControlState, dict]:
         s, (ended, ret, length) = jax.lax.scan(period, s, c * periods + jnp.arange(periods))
         key, k_eval = jax.random.split(s.key)
-        keys = jax.random.split(k_eval, config.eval_episodes)
-        returns = jax.vmap(eval_episode, in_axes=(None, 0))(s.learner, keys)
+        eval_return = jnp.mean(greedy_returns(s.learner, k_eval, config.eval_episodes))
+        s = keep_best(s, eval_return)
         out = {
-            "eval_return": jnp.mean(returns),
+            "eval_return": eval_return,
             "train_return": s.ret_sum / jnp.maximum(s.ret_count, 1),
             "train_episodes": s.ret_count,
             "probe_q": learner.q_grid(s.learner, s.probes),  # (members, probes, A)
@@ -296,8 +314,15 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
         reset = s._replace(key=key, ret_sum=jnp.zeros(()), ret_count=jnp.zeros((), jnp.int32))
         return reset, out
 
+    def best_model(s: ControlState) -> jax.Array:
+        """The best evaluated learner's mean greedy return over ``best_eval_episodes`` episodes
+        on keys that no evaluation used."""
+        k_best = jax.random.split(s.key)[1]
+        return jnp.mean(greedy_returns(s.best_learner, k_best, config.best_eval_episodes))
+
     init_v = jax.jit(jax.vmap(init))
     chunk_v = jax.jit(jax.vmap(chunk, in_axes=(0, None)), donate_argnums=0)
+    best_v = jax.jit(jax.vmap(best_model))
 
     def report(c: int, out: dict, t0: float, seeds: int, bar: Any, log: Any) -> None:
         """Advance the progress bar and write a log line after chunk ``c``."""
@@ -325,6 +350,7 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
             outs.append(out)
             if bar is not None or log is not None:
                 report(c, out, t0, len(keys), bar, log)
+        best_return = np.asarray(best_v(state))
         if bar is not None:
             bar.close()
         stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *jax.device_get(outs))
@@ -336,6 +362,8 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
                 stacked["train_episodes"] > 0, stacked["train_return"], np.nan
             ),
             "train_episodes": stacked["train_episodes"],
+            "best_return": best_return,  # (seeds,): the best evaluated learner, re-evaluated
+            "best_eval_return": np.asarray(state.best_return),  # (seeds,): its evaluation
             "probe_q": stacked["probe_q"],  # (seeds, evals, members, probes, A)
             "probes": np.asarray(state.probes),  # (seeds, probes, obs_dim)
             "episodes": episode_table(stacked),

@@ -149,6 +149,21 @@ class DQNConfig(struct.PyTreeNode):
     init_sd: float | str | None = struct.field(
         pytree_node=False, default=0.1
     )  # official: all weights and biases N(0, 0.1^2); None: flax
+    loss: str = struct.field(
+        pytree_node=False, default="mse"
+    )  # "mse": mean squared TD error; "huber": mean Huber loss (threshold 1), Stable-Baselines3's
+
+
+LOSSES = ("mse", "huber")
+
+
+def td_loss(td: jax.Array, kind: str) -> jax.Array:
+    """The mean over the minibatch of the squared TD error or its Huber loss (threshold 1)."""
+    if kind == "huber":
+        return jnp.mean(optax.huber_loss(td, delta=1.0))
+    if kind == "mse":
+        return jnp.mean(td**2)
+    raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {kind!r}")
 
 
 class DQNState(NamedTuple):
@@ -160,6 +175,8 @@ class DQNState(NamedTuple):
 
 def make_dqn_learner(config: DQNConfig | None = None) -> Learner:
     config = config or DQNConfig()
+    if config.loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {config.loss!r}")
     net = MLP(tuple(config.hidden), config.num_actions, config.init_sd)
     opt = adam(config.learning_rate, config.max_grad_norm)
 
@@ -182,7 +199,7 @@ def make_dqn_learner(config: DQNConfig | None = None) -> Learner:
         def loss_fn(params):
             q = net.apply(params, batch["obs"])
             td = legal_double_q_td(q, batch, config.gamma, q_next_target, q_next_select)
-            return jnp.mean(td**2)
+            return td_loss(td, config.loss)
 
         grads = jax.grad(loss_fn)(state.params)
         return DQNState(*optimiser_step(opt, grads, state, config.target_every))

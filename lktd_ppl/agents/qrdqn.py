@@ -44,7 +44,7 @@ class QRDQNConfig(struct.PyTreeNode):
     max_grad_norm: float | None = struct.field(pytree_node=False, default=1.0)
     target_every: int = struct.field(pytree_node=False, default=10)
     double_q: bool = struct.field(pytree_node=False, default=True)
-    init_sd: float | None = struct.field(
+    init_sd: float | str | None = struct.field(
         pytree_node=False, default=0.1
     )  # official: every weight and bias N(0, 0.1^2); None: flax's
 

@@ -1,0 +1,210 @@
+"""The classic-control study (spec section 7): every method x control environment x 10 seeds, resumable.
+
+Rows per environment (settings in ``lktd_ppl/presets.py``: ``CONTROL_STUDY_ENVS``, ``ZOO_DQN``,
+``ZOO_NETWORK``, ``ZOO_QUANTILES``):
+- dqn, qrdqn, bootdqn: the RL-Baselines3-Zoo DQN row of the environment ([256, 256], Huber loss,
+  no double-Q; QR-DQN with the zoo's quantile counts; BootDQN with 10 heads);
+- lmcdqn: the DQN row's replay, schedule and network with the Langevin update (its a, beta, J from
+  ``LMCDQN``);
+- lktd, sgld, sghmc: the ``mlp_control:sarsa_gaussian`` model (64-64, no target network), buffer
+  1e4, a stage every 4 steps, the step size from ``LKTD_STEP``;
+- kova: [64, 64] (the [256, 256] covariance, 67 000^2 floats, does not fit).
+
+    .venv/bin/python experiments/control_study.py --envs CartPole-v1 --rows lktd,dqn
+    .venv/bin/python experiments/control_study.py --aggregate-only
+    .venv/bin/python experiments/control_study.py --time 0.1 --envs CartPole-v1   # the plan
+
+``--sweep`` runs the sweeps instead (``SWEEPS``: the LKTD step size, and LMCDQN's a and beta, per
+environment at the full budget) on seeds 100, 101, ... (never evaluation seeds) into ``OUT/sweeps``;
+the chosen values go into ``LKTD_STEP`` and ``LMCDQN``.
+
+``--time F`` runs every chosen row on 2 seeds at F of its budget twice in one process (the second
+call reuses the compiled code) and writes ``OUT/timing.csv``: compile time and the projected
+seconds per seed at the full budget, for the CPU-hour plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from lktd_ppl.presets import CONTROL_STUDY_ENVS, ZOO_DQN, ZOO_NETWORK, ZOO_QUANTILES
+from lktd_ppl.study.control import (
+    ControlRow,
+    pending,
+    plot_curves,
+    row_spec,
+    run_batch,
+    write_tables,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "experiments" / "results" / "control"
+EVAL_SEEDS = list(range(10))
+SWEEP_FIRST_SEED = 100
+METHODS = ("lktd", "dqn", "qrdqn", "lmcdqn", "bootdqn", "sgld", "sghmc", "kova")
+# the LKTD family's step size per environment (CartPole: experiments/results/cartpole_settings.md)
+LKTD_STEP = {
+    "CartPole-v1": 1e-4,
+    "Acrobot-v1": 1e-4,
+    "MountainCar-v0": 1e-4,
+    "LunarLander-v3": 1e-4,
+}
+LKTD_PROTOCOL = {"buffer_size": 10_000, "train_start": 1000, "train_every": 4, "gradient_steps": 1}
+
+
+def _fields(method: str) -> set[str]:
+    from lktd_ppl import registry
+
+    return {f.name for f in dataclasses.fields(registry.get(method).config_class)}
+
+
+def network_row(env: str, method: str) -> ControlRow:
+    """A DQN-type method under the zoo's DQN row of ``env``."""
+    control, agent = ZOO_DQN[env]
+    fields = _fields(method)
+    agent = {**agent, **{k: v for k, v in ZOO_NETWORK.items() if k in fields}}
+    if method == "qrdqn":
+        agent.update(num_quantiles=ZOO_QUANTILES[env], max_grad_norm=None)
+    if method == "lmcdqn":
+        agent.pop("learning_rate", None)
+        agent["step_size"] = ZOO_DQN[env][1]["learning_rate"]
+    agent = {k: v for k, v in agent.items() if k in fields}
+    return ControlRow(env, method, agent, {**CONTROL_STUDY_ENVS[env], **control})
+
+
+def lktd_row(env: str, method: str) -> ControlRow:
+    batch = 64 if env == "CartPole-v1" else 128
+    control = {**CONTROL_STUDY_ENVS[env], **LKTD_PROTOCOL, "batch_size": batch}
+    return ControlRow(env, method, {"sampler.step_size": LKTD_STEP[env]}, control)
+
+
+def kova_row(env: str) -> ControlRow:
+    control, _ = ZOO_DQN[env]
+    return ControlRow(
+        env, "kova", {"hidden": (64, 64)}, {**CONTROL_STUDY_ENVS[env], **control}, "kova_64x64"
+    )
+
+
+def study_rows(envs: list[str], methods: list[str]) -> list[ControlRow]:
+    rows = []
+    for env in envs:
+        for method in methods:
+            if method in ("lktd", "sgld", "sghmc"):
+                rows.append(lktd_row(env, method))
+            elif method == "kova":
+                rows.append(kova_row(env))
+            else:
+                rows.append(network_row(env, method))
+    return rows
+
+
+# the values each sweep tries (the full budget of the environment, seeds from SWEEP_FIRST_SEED)
+SWEEP_LKTD_STEPS = (2.5e-5, 5e-5, 1e-4, 2e-4)
+SWEEP_LMCDQN = (
+    {"bias_factor": a, "inverse_temperature": b} for a in (0.1, 1.0) for b in (1e5, 1e7)
+)
+
+
+def sweep_rows(envs: list[str]) -> list[ControlRow]:
+    """Every setting each sweep tries, one row per setting (labelled with it)."""
+    rows = []
+    for env in envs:
+        base = lktd_row(env, "lktd")
+        for eps in SWEEP_LKTD_STEPS:
+            agent = {**base.agent, "sampler.step_size": eps}
+            rows.append(base._replace(agent=agent, label=f"lktd_eps{eps:g}"))
+        base = network_row(env, "lmcdqn")
+        for knobs in SWEEP_LMCDQN:
+            label = "lmcdqn_" + "_".join(f"{k.split('_')[0]}{v:g}" for k, v in knobs.items())
+            rows.append(base._replace(agent={**base.agent, **knobs}, label=label))
+    return rows
+
+
+def timing(rows: list[ControlRow], fraction: float, out: Path) -> None:
+    """Per row: 2 seeds at ``fraction`` of the budget, twice; compile time and projected seconds
+    per seed at the full budget into ``OUT/timing.csv``."""
+    import jax
+    import jax.numpy as jnp
+
+    from lktd_ppl.training import make_train
+
+    records = []
+    for row in rows:
+        total = int(row.control["total_steps"])
+        every = int(row.control["eval_every"])
+        steps = max(every, int(round(total * fraction / every)) * every)
+        short = row._replace(control={**row.control, "total_steps": steps})
+        spec = row_spec(short, [900, 901])
+        train = make_train(spec)
+        keys = jnp.stack([jax.random.key(s) for s in (900, 901)])
+        t0 = time.perf_counter()
+        train(keys, progress=False)
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        train(keys, progress=False)
+        second = time.perf_counter() - t0
+        per_seed = second / 2 * total / steps
+        rec = {
+            "env": row.env,
+            "row": row.name,
+            "steps_timed": steps,
+            "compile_s": round(first - second, 1),
+            "run_s_per_seed_full": round(per_seed, 1),
+            "batch_of_10_s": round(first - second + 10 * per_seed, 1),
+        }
+        print(rec, flush=True)
+        records.append(rec)
+        del train
+        jax.clear_caches()
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "timing.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--envs", default=",".join(CONTROL_STUDY_ENVS), help="comma-separated ids")
+    ap.add_argument("--rows", default=",".join(METHODS), help="comma-separated methods")
+    ap.add_argument(
+        "--seeds", type=int, default=len(EVAL_SEEDS), help="seeds 0..N-1 (sweeps: 100..100+N-1)"
+    )
+    ap.add_argument("--batch", type=int, default=5, help="seeds vmapped per call (default 5)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--aggregate-only", action="store_true")
+    ap.add_argument("--sweep", action="store_true", help="run the sweeps (seeds from 100)")
+    ap.add_argument("--time", type=float, default=0.0, help="timing mode at this budget fraction")
+    args = ap.parse_args(argv)
+    envs = [e for e in args.envs.split(",") if e]
+    methods = [m for m in args.rows.split(",") if m]
+    if args.sweep:
+        rows = [r for r in sweep_rows(envs) if r.method in methods]
+        seeds = list(range(SWEEP_FIRST_SEED, SWEEP_FIRST_SEED + args.seeds))
+        args.out = args.out / "sweeps"
+    else:
+        rows = study_rows(envs, methods)
+        seeds = list(range(args.seeds))
+    if args.time:
+        timing(rows, args.time, args.out)
+        return 0
+    if not args.aggregate_only:
+        for row in rows:
+            for batch in pending(row, seeds, args.batch, args.out):
+                t0 = time.perf_counter()
+                print(f"{row.env}/{row.name}: seeds {batch[0]}-{batch[-1]} ...", flush=True)
+                run_batch(row, batch, args.out)
+                print(f"  done in {time.perf_counter() - t0:.0f} s", flush=True)
+    write_tables(args.out, rows, seeds)
+    plot_curves(args.out, rows, seeds)
+    print((args.out / "table.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The classic-control study's statistics and bookkeeping: the IQM and the stratified bootstrap on
+cases with known answers, per-seed scores, resumable batch files, and the zoo rows' settings as the
+config layer resolves them."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lktd_ppl.study import control as cs
+from lktd_ppl.study.data import write_npz
+from lktd_ppl.study.iqm import iqm, stratified_bootstrap, stratified_resamples
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def study_script():
+    spec = importlib.util.spec_from_file_location(
+        "control_study", ROOT / "experiments" / "control_study.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_iqm_is_the_mean_of_the_middle_half():
+    assert iqm(np.arange(1, 9)) == pytest.approx(4.5)  # mean of 3, 4, 5, 6
+    assert iqm(np.array([[0.0, 100.0], [1.0, 2.0], [3.0, -50.0], [4.0, 5.0]])) == pytest.approx(
+        (1 + 2 + 3 + 4) / 4
+    )
+
+
+def test_bootstrap_interval_of_a_mean_matches_the_normal_theory():
+    """400 standard-normal runs: the 95% percentile interval of the mean is +-1.96 s/sqrt(n)."""
+    x = np.random.default_rng(0).normal(size=400)
+    point, lo, hi = stratified_bootstrap(x, np.mean, reps=4000, seed=1)
+    half = 1.96 * x.std() / np.sqrt(len(x))
+    assert point == pytest.approx(x.mean())
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.08)
+    assert (lo + hi) / 2 == pytest.approx(x.mean(), abs=0.15 * half)
+
+
+def test_bootstrap_resamples_within_each_task():
+    """Task 0 is constant, task 1 varies: resampled values stay in their task's column, and the
+    bootstrap sd of the pooled mean is the plug-in sd of task 1's mean, halved."""
+    scores = np.stack([np.full(8, 7.0), np.arange(8.0)], axis=1)
+    boot = stratified_resamples(scores, 4000, np.random.default_rng(2))
+    assert (boot[..., 0] == 7.0).all() and set(np.unique(boot[..., 1])) <= set(range(8))
+    sd = boot.mean(axis=(1, 2)).std()
+    assert sd == pytest.approx(np.arange(8.0).std() / np.sqrt(8) / 2, rel=0.06)
+    assert np.isnan(stratified_bootstrap(np.array([3.0]))[1])  # one run: no interval
+
+
+def fake_batch(out: Path, row: cs.ControlRow, seeds: list[int], offset: float) -> None:
+    evals = np.arange(1, 6, dtype=np.float32)
+    path = cs.batch_path(out, row, seeds)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_npz(
+        path,
+        {
+            "seeds": np.asarray(seeds),
+            "eval_steps": np.arange(1, 6) * 100,
+            "eval_return": np.stack([evals + offset + s for s in seeds]),
+            "train_return": np.stack([np.r_[np.nan, evals[1:]] for _ in seeds]),
+            "train_episodes": np.ones((len(seeds), 5), np.int32),
+            "best_return": np.asarray([10.0 + s for s in seeds], np.float32),
+            "wall_time": np.float64(8.0),
+            "batch_size": np.int32(len(seeds)),
+        },
+    )
+
+
+def test_batches_resume_load_and_score(tmp_path):
+    row = cs.ControlRow("CartPole-v1", "dqn", {}, {})
+    fake_batch(tmp_path, row, [2, 3], 0.0)
+    fake_batch(tmp_path, row, [0, 1], 0.0)
+    assert cs.pending(row, [0, 1, 2, 3, 4, 5], 2, tmp_path) == [[4, 5]]
+    data = cs.load_row(tmp_path, row, [0, 1, 2, 3])
+    np.testing.assert_array_equal(data["seeds"], [0, 1, 2, 3])
+    np.testing.assert_allclose(data["wall_time"], 4.0)  # a batch's 8 s over its 2 seeds
+    scores = cs.seed_scores(data)
+    np.testing.assert_allclose(scores["final"], [4.0, 5.0, 6.0, 7.0])  # mean of evals 3-5 + seed
+    np.testing.assert_allclose(scores["train"], 4.0)
+    np.testing.assert_allclose(scores["best"], [10, 11, 12, 13])
+    summaries = cs.write_tables(tmp_path, [row], [0, 1, 2, 3])
+    assert summaries["CartPole-v1/dqn"]["final"][0] == pytest.approx(5.5)  # IQM of 4..7
+    assert "| dqn | 4 (0-3) | 5.5 [" in (tmp_path / "table.md").read_text()
+
+
+def test_zoo_rows_resolve_to_the_zoo_settings():
+    study = study_script()
+    rows = {r.name: r for r in study.study_rows(["CartPole-v1"], ["dqn", "qrdqn", "lktd", "kova"])}
+    dqn = cs.row_spec(rows["dqn"], [0, 1])
+    assert (dqn.agent.hidden, dqn.agent.loss, dqn.agent.double_q) == ((256, 256), "huber", False)
+    assert (dqn.agent.learning_rate, dqn.agent.target_every, dqn.agent.init_sd) == (
+        2.3e-3,
+        125,
+        "torch",
+    )
+    c = dqn.control
+    assert (c.total_steps, c.buffer_size, c.train_every, c.gradient_steps) == (
+        50_000,
+        100_000,
+        250,
+        125,
+    )
+    assert (c.eps_fraction, c.eps_end, c.eval_every, dqn.seed_list) == (0.16, 0.04, 2500, [0, 1])
+    qr = cs.row_spec(rows["qrdqn"], [0])
+    assert (qr.agent.num_quantiles, qr.agent.max_grad_norm) == (10, None)
+    lktd = cs.row_spec(rows["lktd"], [0])
+    assert (lktd.control.buffer_size, lktd.control.train_every, lktd.agent.sampler.step_size) == (
+        10_000,
+        4,
+        1e-4,
+    )
+    assert cs.row_spec(rows["kova_64x64"], [0]).agent.hidden == (64, 64)
