@@ -9,10 +9,12 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 import pytest
 
 from lktd_ppl import training
 from lktd_ppl.config import RunError, build_spec, spec_from_folder
+from lktd_ppl.diagnostics import diagnose
 from lktd_ppl.envs.gymnax_env import make_env
 
 ENV = "CartPole-v1"
@@ -148,12 +150,13 @@ def test_same_seed_same_run_and_folder_reloads(tmp_path):
     """The same seed gives the same run (whichever seed runs beside it); different seeds give
     different runs; the run folder's config.json reloads to the same spec, and a rerun writes
     the same metrics.csv (step, seed, eval_return, train_return) and episodes.csv."""
-    spec = small_spec("lktd", seeds=2, steps=600, sets=["control.gradient_steps=2"])
+    sets = ["control.gradient_steps=2", "control.eval_every=100"]
+    spec = small_spec("lktd", seeds=2, steps=800, sets=sets)
     train = training.make_train(spec)  # compiled once, reused below (same shapes)
     a = training.execute(spec, tmp_path / "a", train=train)
-    assert a["eval_return"].shape == (2, 2)
-    # 2 updates per stage, a stage every 4 steps from step 200 to 600 (the LKTD stage counter)
-    np.testing.assert_array_equal(np.asarray(a["state"].updates), [2 * 101, 2 * 101])
+    assert a["eval_return"].shape == (2, 8)
+    # 2 updates per stage, a stage every 4 steps from step 200 to 800 (the LKTD stage counter)
+    np.testing.assert_array_equal(np.asarray(a["state"].updates), [2 * 151, 2 * 151])
     assert not np.array_equal(a["probe_q"][0], a["probe_q"][1])
     # the best-model return: the learner of the best evaluation (the earlier one on ties),
     # re-evaluated on fresh episodes
@@ -177,10 +180,21 @@ def test_same_seed_same_run_and_folder_reloads(tmp_path):
     np.testing.assert_array_equal(shifted["eval_return"][0], a["eval_return"][1])
     rows = read_csv(tmp_path / "a" / "metrics.csv")
     assert list(rows[0]) == ["step", "seed", "eval_return", "train_return"]
-    assert [int(r["step"]) for r in rows] == [300, 600, 300, 600]
+    assert [int(r["step"]) for r in rows] == list(range(100, 900, 100)) * 2
     episodes = read_csv(tmp_path / "a" / "episodes.csv")
     assert list(episodes[0]) == ["seed", "episode", "step", "return", "length"]
     assert {r["seed"] for r in episodes} == {"0", "1"}
+    # lktd diagnose on a control run: mixing and widths at the probe states from the draws of
+    # the last 4 evaluations (2 seeds x 1 chain, 8 probes x 2 actions)
+    report = diagnose(tmp_path / "a")
+    assert "2 chain(s) = 2 seed(s) x 1 member(s); Q at 8 probe states" in report
+    assert "the last 4 of 8 draws are used" in report
+    table = pd.read_csv(tmp_path / "a" / "diagnostics.csv")
+    assert len(table) == 16
+    kept = np.asarray(a["probe_q"])[:, 4:, 0]  # (seeds, draws, probes, A)
+    np.testing.assert_allclose(table["mean"], kept.mean(axis=(0, 1)).reshape(-1), rtol=1e-5)
+    verdict = "mixed" if table["r_hat"].max() < 1.01 and table["ess_bulk"].min() >= 400 else ""
+    assert f"Mixing (rank-normalised split R-hat): {verdict or 'not mixed'}" in report
 
 
 def test_control_settings_are_checked():

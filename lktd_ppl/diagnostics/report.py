@@ -60,6 +60,8 @@ def diagnose(folder: str | Path, *, trace_cells: Sequence[tuple[int, int]] | Non
         raise RunError(f"{str(folder / 'samples.nc')!r} does not exist: is it a run folder?")
     spec = spec_from_folder(folder)
     tree = dg.load_datatree(folder / "samples.nc")
+    if spec.control is not None:
+        return diagnose_control(folder, spec, tree)
     q = np.asarray(tree.posterior["q"].values)  # (chain, draw, cell, action)
     truth = np.asarray(tree["constant_data"][dg.TRUTH_VAR].values)
     mask = np.asarray(tree["constant_data"][dg.MASK_VAR].values, dtype=bool)
@@ -95,12 +97,7 @@ def diagnose(folder: str | Path, *, trace_cells: Sequence[tuple[int, int]] | Non
     # ArviZ summary of every scored entry, reduced per action
     table = dg.posterior_summary(tree, mask=mask)
     table.to_csv(folder / "diagnostics.csv")
-    actions = table.index.get_level_values("action").astype(str)
-    rows = []
-    for label in [*names, "all"]:
-        t = table if label == "all" else table[actions == label]
-        if len(t):
-            rows.append([label, str(len(t))] + [_fmt(f(t[c]), fm) for _, c, f, fm in _CONVERGENCE])
+    rows = convergence_rows(table, names)
     lines += ["", "## Convergence over scored entries (ArviZ)", ""]
     lines += _md_table(["action", "entries", *(h for h, *_ in _CONVERGENCE)], rows)
 
@@ -167,6 +164,84 @@ def diagnose(folder: str | Path, *, trace_cells: Sequence[tuple[int, int]] | Non
         lines += ["", "Max R-hat over scored entries, draws up to each point: "]
         lines[-1] += ", ".join(f"{r:.3f}" for r in rhat) + "."
     lines += ["", f"Wrote {', '.join(written)}, diagnostics.csv (ArviZ summary) and diagnose.md."]
+    report = "\n".join(lines) + "\n"
+    (folder / "diagnose.md").write_text(report)
+    return report
+
+
+def convergence_rows(table: Any, names: Sequence[str]) -> list[list[str]]:
+    """One row per action and one for all: entries, then the ``_CONVERGENCE`` columns."""
+    actions = table.index.get_level_values("action").astype(str)
+    rows = []
+    for label in [*names, "all"]:
+        t = table if label == "all" else table[actions == label]
+        if len(t):
+            rows.append([label, str(len(t))] + [_fmt(f(t[c]), fm) for _, c, f, fm in _CONVERGENCE])
+    return rows
+
+
+def diagnose_control(folder: Path, spec: Any, tree: Any) -> str:
+    """The report on a control-task run: no exact truth, so convergence (ArviZ, over the draws
+    of the second half of the evaluations) and interval widths at the run's probe states, and
+    how far the seeds' posterior means lie apart against those widths."""
+    from lktd_ppl import diagnostics as dg
+
+    q = np.asarray(tree.posterior["q"].values)  # (chain, draw = evaluation, probe, action)
+    members = int(tree.attrs.get("members_per_seed", 1))
+    names = [str(a) for a in tree.posterior["action"].values]
+    n_chain, n_draw, probes, num_actions = q.shape
+    seeds = n_chain // members
+    kept = q[:, n_draw // 2 :]  # the first half of the evaluations is burn-in
+    if kept.shape[1] < 4:
+        raise RunError(
+            f"{str(folder)!r} holds {n_draw} evaluations per chain; at least 8 are needed "
+            "(4 after the burn-in half): lower control.eval_every"
+        )
+    every = spec.control.eval_every
+    lines = [
+        f"# Diagnostics: {spec.algo} on {spec.env} ({folder})",
+        "",
+        f"{n_chain} chain(s) = {seeds} seed(s) x {members} member(s); Q at {probes} probe "
+        f"states (early observations of each seed's run), one draw per evaluation "
+        f"(every {every:,} steps); the last {kept.shape[1]} of {n_draw} draws are used (the "
+        "first half is burn-in). A control task has no exact truth: this report is about "
+        "mixing and spread, not calibration.",
+    ]
+    table = dg.posterior_summary(kept, mask=np.ones((probes, num_actions), bool))
+    table.to_csv(folder / "diagnostics.csv")
+    rows = convergence_rows(table, names)
+    label = "split R-hat within one chain" if n_chain < 2 else "rank-normalised split R-hat"
+    worst = float(table["r_hat"].max())
+    ess = float(table["ess_bulk"].min())
+    mixed = worst < 1.01 and ess >= 400
+    lines += [
+        "",
+        f"Mixing ({label}): {'mixed' if mixed else 'not mixed'} (max R-hat {worst:.3f}, "
+        f"wanted < 1.01; min bulk ESS {ess:.0f}, wanted >= 400).",
+        "",
+        "## Convergence over probe entries (ArviZ)",
+        "",
+    ]
+    lines += _md_table(["action", "entries", *(h for h, *_ in _CONVERGENCE)], rows)
+    by_seed = kept.reshape(seeds, members * kept.shape[1], probes, num_actions)
+    lo, hi = np.quantile(by_seed, [0.025, 0.975], axis=1)  # (seeds, probes, A)
+    width = (hi - lo).mean(axis=(0, 1))
+    means = by_seed.mean(axis=1)  # (seeds, probes, A)
+    spread = means.std(axis=0, ddof=1).mean(axis=0) if seeds > 1 else np.full(num_actions, np.nan)
+    rows = [
+        [names[a], _fmt(means[..., a].mean(), ".3f"), _fmt(width[a], ".3f"), _fmt(spread[a], ".3f")]
+        for a in range(num_actions)
+    ]
+    lines += ["", "## Posterior Q at the probe states (per seed, then averaged)", ""]
+    lines += _md_table(["action", "mean Q", "95% interval width", "sd of seeds' means"], rows)
+    lines += [
+        "",
+        "Width: each seed's equal-tailed 95% interval over its members' draws; the seeds' "
+        "means are independent runs on different data, so their spread beside the width shows "
+        "how much of the run-to-run variation the intervals hold.",
+        "",
+        "Wrote diagnostics.csv (ArviZ summary) and diagnose.md.",
+    ]
     report = "\n".join(lines) + "\n"
     (folder / "diagnose.md").write_text(report)
     return report
