@@ -120,7 +120,8 @@ def _train(args: argparse.Namespace) -> int:
         where=str(args.config),
         config_dir=config_dir,
     )
-    out = Path(args.out) if args.out else Path("runs") / f"{spec.env}-{spec.algo}"
+    env_name = spec.env.replace(":", "-").replace("/", "-")  # module:EnvId-v0, namespace/EnvId
+    out = Path(args.out) if args.out else Path("runs") / f"{env_name}-{spec.algo}"
     training.prepare_folder(out, args.overwrite)
     _train_and_report(spec, out, args.quiet, args.overwrite)
     return 0
@@ -241,9 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = command(sub, "train", _train)
     train.add_argument(
         "--env",
-        help="environment: escape (the default; the paper's escape room) or a gymnax id with "
-        "discrete actions (CartPole-v1, Acrobot-v1, MountainCar-v0, ...); a control task's "
-        "settings are control.FIELD",
+        help="environment, of three kinds: escape (the default; the paper's escape room); a gymnax "
+        "id with discrete actions (CartPole-v1, Acrobot-v1, MountainCar-v0, ...; jitted whole); "
+        "or a Gymnasium id with discrete actions and a flat Box observation, registered "
+        "(LunarLander-v3) or as module:EnvId-v0, the module registering it on import "
+        "(mypkg.envs:MyEnv-v0; gymnasium:CartPole-v1 is Gymnasium's own), stepped on the host. "
+        "A control task's settings are control.FIELD",
     )
     train.add_argument("--algo", help=f"algorithm: {algos}")
     train.add_argument(

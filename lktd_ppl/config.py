@@ -7,13 +7,16 @@ file (a run folder's ``config.json``), then ``--set`` strings, then the explicit
 - an agent field (``num_chains=4``); a field of a nested config by its path (``sampler.step_size``),
   or by its bare name where that is unambiguous (``step_size`` means ``sampler.step_size``);
 - ``escape.FIELD`` for the escape protocol (``escape.window=5000``), ``control.FIELD`` for a control
-  task's (``control.eval_every=2000``; a gymnax environment, ``--env CartPole-v1``).
+  task's (``control.eval_every=2000``; a gymnax environment, ``--env CartPole-v1``, or a
+  Gymnasium one, ``--env LunarLander-v3`` or ``--env mypkg.envs:MyEnv-v0``).
 
 The environment's name is resolved once, by :func:`lktd_ppl.envs.gymnax_env.env_kind`: ``escape``
-runs the escape harness, a gymnax id the control harness.  For a control task the agent's
-``obs_dim`` and ``num_actions`` come from the environment, its ``gamma`` defaults to the
-protocol's, and the other agent settings start from :data:`lktd_ppl.presets.CONTROL_DEFAULTS`
-(networks and, for the LKTD family, the model and sampler settings measured on CartPole).
+runs the escape harness, a gymnax id the control harness, another Gymnasium id (registered, or
+``module:EnvId-v0``) the host loop (:mod:`lktd_ppl.agents.host_loop`), with the same control
+settings.  For a control task the agent's ``obs_dim`` and ``num_actions`` come from the
+environment, its ``gamma`` defaults to the protocol's, and the other agent settings start from
+:data:`lktd_ppl.presets.CONTROL_DEFAULTS` (networks and, for the LKTD family, the model and sampler
+settings measured on CartPole).
 
 This module imports no JAX at import time (``lktd --help`` stays fast); resolving a spec imports the
 algorithm's module through :mod:`lktd_ppl.registry`.
@@ -73,14 +76,20 @@ def _escape_class() -> type:
     return EscapeConfig
 
 
-def _control_class() -> type:
+def _control_class(kind: str = "gymnax") -> type:
+    """The control protocol's class: the gymnax harness's, or the host loop's on Gymnasium."""
+    if kind == "gymnasium":
+        from lktd_ppl.agents.host_loop import GymnasiumConfig
+
+        return GymnasiumConfig
     from lktd_ppl.agents.control import ControlConfig
 
     return ControlConfig
 
 
 def env_kind(env: str) -> str:
-    """How ``env`` runs: ``"escape"`` or ``"gymnax"`` (a RunError naming the choices otherwise)."""
+    """How ``env`` runs: ``"escape"``, ``"gymnax"`` or ``"gymnasium"`` (a RunError naming the
+    choices otherwise)."""
     if env == "escape":  # without importing gymnax
         return "escape"
     from lktd_ppl.envs.gymnax_env import env_kind as kind
@@ -97,7 +106,8 @@ def protocol_name(env: str) -> str:
 
 
 def _protocol_class(env: str) -> type:
-    return _escape_class() if protocol_name(env) == "escape" else _control_class()
+    kind = env_kind(env)
+    return _escape_class() if kind == "escape" else _control_class(kind)
 
 
 def agent_keys(algo: str) -> list[str]:
@@ -354,7 +364,7 @@ def build_spec(
         _check_escape(escape)
     else:
         escape = None
-        control = _build(_control_class(), {**escape_values, "env_id": env}, "control.")
+        control = _build(_control_class(kind), {**escape_values, "env_id": env}, "control.")
         _check_control(control)
         agent_updates = _from_environment(alg, agent_updates, control)
     types_ = _leaf_keys(alg.config_class)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lktd_ppl.config import RunError, RunSpec
+from lktd_ppl.config import RunError, RunSpec, env_kind
 from lktd_ppl.run_folder import write_run
 
 
@@ -18,10 +18,14 @@ def make_learner(spec: RunSpec) -> Any:
 
 
 def make_train(spec: RunSpec) -> Callable[..., dict]:
-    """The harness's ``train(keys, progress, log)`` for ``spec`` (the escape room's, or the control
-    harness on a control task); the learner is built (and the model checked) before anything
-    runs."""
+    """The harness's ``train(keys, progress, log)`` for ``spec`` (the escape room's, the control
+    harness on a gymnax task, or the host loop on a Gymnasium one); the learner is built (and the
+    model checked) before anything runs."""
     learner = make_learner(spec)
+    if spec.control is not None and env_kind(spec.env) == "gymnasium":
+        from lktd_ppl.agents.host_loop import make_host_train
+
+        return make_host_train(spec.control, learner)
     if spec.control is not None:
         from lktd_ppl.agents.control import make_control_train
 

@@ -14,9 +14,10 @@ import math
 from typing import Any, NamedTuple
 
 ESCAPE = "escape"
-# how each kind of environment runs: the escape room's harness, or the control harness over a
-# gymnax environment (in JAX, jitted).  Gymnasium host-loop environments are a future kind here.
-KINDS = ("escape", "gymnax")
+# how each kind of environment runs: the escape room's harness, the control harness over a
+# gymnax environment (in JAX, jitted), or the host loop over a Gymnasium environment (stepped in
+# Python, the learner jitted; lktd_ppl.agents.host_loop)
+KINDS = ("escape", "gymnax", "gymnasium")
 
 
 class ControlEnv(NamedTuple):
@@ -37,16 +38,21 @@ def gymnax_ids() -> list[str]:
 
 
 def env_kind(name: str) -> str:
-    """``"escape"`` for the escape room, ``"gymnax"`` for a gymnax id; a ValueError naming the
-    supported environments otherwise."""
+    """``"escape"`` for the escape room, ``"gymnax"`` for a gymnax id (which wins where Gymnasium
+    has the same id), ``"gymnasium"`` for another id Gymnasium knows or the ``module:EnvId-v0``
+    form (:mod:`lktd_ppl.envs.gymnasium_env`); a ValueError naming the three kinds otherwise."""
     if name == ESCAPE:
         return "escape"
-    ids = gymnax_ids()
-    if name in ids:
+    if ":" not in name and name in gymnax_ids():  # module:EnvId-v0 is never a gymnax id
         return "gymnax"
+    from lktd_ppl.envs.gymnasium_env import is_gymnasium_id
+
+    if is_gymnasium_id(name):
+        return "gymnasium"
     raise ValueError(
-        f"unknown environment {name!r}; supported: escape, or a gymnax id with discrete actions "
-        "and flat observations (e.g. CartPole-v1, Acrobot-v1, MountainCar-v0)"
+        f"unknown environment {name!r}; supported: escape, a gymnax id with discrete actions "
+        "and flat observations (e.g. CartPole-v1, Acrobot-v1, MountainCar-v0), or a Gymnasium "
+        "id, registered or as module:EnvId-v0 (e.g. LunarLander-v3, mypkg.envs:MyEnv-v0)"
     )
 
 
