@@ -90,6 +90,22 @@ def kova_row(env: str) -> ControlRow:
     )
 
 
+# KOVA runs only where its EKF steps fit this per-seed budget, at KOVA_FLOPS_PER_S (a quiet core)
+KOVA_BUDGET_S = 1800.0
+KOVA_FLOPS_PER_S = 50e9
+
+
+def kova_estimate_s(row: ControlRow) -> float:
+    """Seconds per seed of a KOVA row's EKF steps, to leading order (:func:`kova_update_flops`)."""
+    from lktd_ppl.agents.kova import kova_update_flops, mlp_num_params
+
+    spec = row_spec(row, [0])
+    c, a = spec.control, spec.agent
+    updates = (c.total_steps - c.train_start) // c.train_every * c.gradient_steps
+    p = mlp_num_params(a.obs_dim, tuple(a.hidden), a.num_actions)
+    return updates * kova_update_flops(p, c.batch_size) / KOVA_FLOPS_PER_S
+
+
 def study_rows(envs: list[str], methods: list[str]) -> list[ControlRow]:
     rows = []
     for env in envs:
@@ -195,6 +211,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.aggregate_only:
         for row in rows:
+            if row.method == "kova" and (need := kova_estimate_s(row)) > KOVA_BUDGET_S:
+                print(
+                    f"{row.env}/{row.name}: refused: its EKF steps take about {need / 60:.0f} min "
+                    f"per seed at {KOVA_FLOPS_PER_S / 1e9:.0f} GFLOP/s (budget "
+                    f"{KOVA_BUDGET_S / 60:.0f} min)",
+                    flush=True,
+                )
+                continue
             for batch in pending(row, seeds, args.batch, args.out):
                 t0 = time.perf_counter()
                 print(f"{row.env}/{row.name}: seeds {batch[0]}-{batch[-1]} ...", flush=True)

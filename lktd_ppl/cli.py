@@ -20,6 +20,7 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 # the product's studies and benchmarks (scripts in a checkout's experiments/ folder)
 EXPERIMENTS = {
     "escape": "escape_study.py",
+    "control": "control_study.py",
     "bench": "bench_inner_step.py",
     "bench-run": "bench_escape_run.py",
     "bench-costs": "bench_costs.py",
@@ -133,16 +134,11 @@ def _diagnose(args: argparse.Namespace) -> int:
     Read a run folder's samples.nc and print the ArviZ diagnostics of the sampled Q-values (R-hat,
     ESS bulk/tail, MCSE, equal-tailed intervals), their coverage, MSE and width against the exact
     truth, and calibration; writes diagnose.md, diagnostics.csv, calibration.png, trace.png,
-    interval_heatmaps.png and, with several chains, rhat_over_time.png into the folder."""
+    interval_heatmaps.png and, with several chains, rhat_over_time.png into the folder.  On a
+    control-task run (no exact truth): the mixing verdict, convergence and interval widths at the
+    run's probe states, diagnose.md and diagnostics.csv."""
     from lktd_ppl.diagnostics import diagnose
 
-    folder_config = config.config_path(args.folder)
-    if folder_config.is_file() and config.spec_from_folder(args.folder).control is not None:
-        raise config.RunError(
-            f"{args.folder} is a control-task run: lktd diagnose scores the escape room's "
-            "Q-samples against its exact Q; this folder's summary.md, metrics.csv, episodes.csv "
-            "and samples.nc (Q at probe states per evaluation) hold its results"
-        )
     report = diagnose(args.folder)
     print(report, end="")
     return 0

@@ -67,6 +67,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "double_q": True,
             "max_grad_norm": None,
             "init_sd": 0.1,
+            "loss": "mse",
             "escape": ESCAPE_PAPER,
         },
         "bootdqn": {

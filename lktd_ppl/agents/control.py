@@ -219,7 +219,7 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
             ret_sum=jnp.zeros(()),
             ret_count=jnp.zeros((), jnp.int32),
             best_learner=learner_state,
-            best_return=jnp.full((), -jnp.inf),
+            best_return=jnp.full((), -jnp.inf, jnp.float32),
         )
         return env_step(state, jnp.int32(0), u[:NUM_UNIFORMS], k_step, k_extra, first=True)[0]
 

@@ -100,6 +100,12 @@ def check_kova_memory(p: int, limit_bytes: int | None = None, itemsize: int = 4)
     return need
 
 
+def kova_update_flops(p: int, n: int) -> float:
+    """Floating-point operations of one EKF step on n transitions, to leading order: the two
+    n x p x p products (H P- and B^T B), 4 n p^2."""
+    return 4.0 * n * p * p
+
+
 def first_difference(n: int, dtype=jnp.float32) -> jax.Array:
     """D with D[i, i] = 1, D[i, i-1] = -1: (D x)_i = x_i - x_{i-1}, (D x)_0 = x_0."""
     return jnp.eye(n, dtype=dtype) - jnp.eye(n, k=-1, dtype=dtype)
