@@ -82,6 +82,13 @@ ALGORITHMS: dict[str, Algorithm] = {
         ),
         Algorithm("qrdqn", "lktd_ppl.agents.qrdqn", "QRDQNConfig", **_NET, summary="QR-DQN"),
         Algorithm("kova", "lktd_ppl.agents.kova", "KOVAConfig", **_NET, summary="KOVA (EKF)"),
+        Algorithm(
+            "lmcdqn",
+            "lktd_ppl.agents.lmcdqn",
+            "LMCDQNConfig",
+            **_NET,
+            summary="Adam LMCDQN (Langevin peer)",
+        ),
     )
 }
 
