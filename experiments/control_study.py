@@ -47,13 +47,17 @@ DEFAULT_OUT = ROOT / "experiments" / "results" / "control"
 EVAL_SEEDS = list(range(10))
 SWEEP_FIRST_SEED = 100
 METHODS = ("lktd", "dqn", "qrdqn", "lmcdqn", "bootdqn", "sgld", "sghmc", "kova")
-# the LKTD family's step size per environment (CartPole: experiments/results/cartpole_settings.md)
+# the LKTD family's step size per environment (the sweep's best final IQM: sweeps/table.md;
+# environments not swept yet take the control default)
 LKTD_STEP = {
     "CartPole-v1": 1e-4,
     "Acrobot-v1": 1e-4,
     "MountainCar-v0": 1e-4,
     "LunarLander-v3": 1e-4,
 }
+# Adam LMCDQN's bias factor and inverse temperature per environment (the sweep's best final IQM;
+# environments not swept yet take the control defaults, a 0.1 and beta 1e5)
+LMCDQN = {"CartPole-v1": {"bias_factor": 1.0, "inverse_temperature": 1e5}}
 LKTD_PROTOCOL = {"buffer_size": 10_000, "train_start": 1000, "train_every": 4, "gradient_steps": 1}
 
 
@@ -72,7 +76,7 @@ def network_row(env: str, method: str) -> ControlRow:
         agent.update(num_quantiles=ZOO_QUANTILES[env], max_grad_norm=None)
     if method == "lmcdqn":
         agent.pop("learning_rate", None)
-        agent["step_size"] = ZOO_DQN[env][1]["learning_rate"]
+        agent.update(step_size=ZOO_DQN[env][1]["learning_rate"], **LMCDQN.get(env, {}))
     agent = {k: v for k, v in agent.items() if k in fields}
     return ControlRow(env, method, agent, {**CONTROL_STUDY_ENVS[env], **control})
 
@@ -224,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{row.env}/{row.name}: seeds {batch[0]}-{batch[-1]} ...", flush=True)
                 run_batch(row, batch, args.out)
                 print(f"  done in {time.perf_counter() - t0:.0f} s", flush=True)
+    if not args.sweep:  # Stable-Baselines3's DQN (experiments/sb3_reference.py), where it ran
+        rows += [ControlRow(env, "dqn", {}, {}, "sb3_dqn") for env in envs]
     write_tables(args.out, rows, seeds)
     plot_curves(args.out, rows, seeds)
     print((args.out / "table.md").read_text())
