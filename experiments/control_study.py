@@ -81,10 +81,16 @@ def network_row(env: str, method: str) -> ControlRow:
     return ControlRow(env, method, agent, {**CONTROL_STUDY_ENVS[env], **control})
 
 
+# SGHMC's momentum (friction 0.1) multiplies its steps by about 1/friction: its eps0 is LKTD's
+# times the friction (not swept; LKTD's own eps0 made CartPole collapse)
+STEP_FACTOR = {"sghmc": 0.1}
+
+
 def lktd_row(env: str, method: str) -> ControlRow:
     batch = 64 if env == "CartPole-v1" else 128
     control = {**CONTROL_STUDY_ENVS[env], **LKTD_PROTOCOL, "batch_size": batch}
-    return ControlRow(env, method, {"sampler.step_size": LKTD_STEP[env]}, control)
+    step = LKTD_STEP[env] * STEP_FACTOR.get(method, 1.0)
+    return ControlRow(env, method, {"sampler.step_size": step}, control)
 
 
 def kova_row(env: str) -> ControlRow:

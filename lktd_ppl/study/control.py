@@ -270,7 +270,8 @@ def plot_curves(out: Path, rows: list[ControlRow], seeds: list[int]) -> list[Pat
                 continue
             mid, lo, hi = curve_bands(data["eval_return"])
             steps = data["eval_steps"]
-            (line,) = ax.plot(steps, mid, label=f"{row.name} ({len(data['seeds'])})")
+            width = 2.5 if row.method == "lktd" else 1.2
+            (line,) = ax.plot(steps, mid, lw=width, label=f"{row.name} ({len(data['seeds'])})")
             ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
             drawn += 1
         if not drawn:
