@@ -325,20 +325,9 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
     best_v = jax.jit(jax.vmap(best_model))
 
     def report(c: int, out: dict, t0: float, seeds: int, bar: Any, log: Any) -> None:
-        """Advance the progress bar and write a log line after chunk ``c``."""
         got = jax.device_get(out)
-        steps = (c + 1) * config.eval_every
         train_ret = np.where(got["train_episodes"] > 0, got["train_return"], np.nan)
-        line = (
-            f"step {steps:>8d}  {steps * seeds / (time.perf_counter() - t0):,.0f} steps/s  "
-            f"eval return {np.mean(got['eval_return']):8.2f}  "
-            f"train return {np.nanmean(train_ret) if np.isfinite(train_ret).any() else np.nan:8.2f}"
-        )
-        if bar is not None:
-            bar.update(config.eval_every)
-            bar.set_postfix_str(line.split("  ", 1)[1])
-        if log is not None:
-            log(line)
+        report_progress(c, config.eval_every, got["eval_return"], train_ret, t0, seeds, bar, log)
 
     def train(keys: jax.Array, progress: bool = True, log: Callable[[str], None] | None = None):
         keys = jnp.atleast_1d(keys)
@@ -372,6 +361,31 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
         }
 
     return train
+
+
+def report_progress(
+    c: int,
+    every: int,
+    eval_return: np.ndarray,
+    train_return: np.ndarray,
+    t0: float,
+    seeds: int,
+    bar: Any,
+    log: Callable[[str], None] | None,
+) -> None:
+    """Advance the progress bar and write a log line after evaluation ``c`` (every ``every``
+    steps): steps/s over all seeds, the mean evaluation and training returns (NaN: none ended)."""
+    steps = (c + 1) * every
+    train = np.nanmean(train_return) if np.isfinite(train_return).any() else np.nan
+    line = (
+        f"step {steps:>8d}  {steps * seeds / (time.perf_counter() - t0):,.0f} steps/s  "
+        f"eval return {np.mean(eval_return):8.2f}  train return {train:8.2f}"
+    )
+    if bar is not None:
+        bar.update(every)
+        bar.set_postfix_str(line.split("  ", 1)[1])
+    if log is not None:
+        log(line)
 
 
 def progress_bar(total: int) -> Any:

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lktd_ppl.agents.control import ControlConfig, progress_bar
+from lktd_ppl.agents.control import ControlConfig, progress_bar, report_progress
 from lktd_ppl.agents.harness import Learner, epsilon_at, epsilon_greedy
 from lktd_ppl.envs.gymnasium_env import GymnasiumTask, describe, make_env
 from lktd_ppl.replay import Replay, example_transition
@@ -294,19 +294,9 @@ def make_host_train(config: GymnasiumConfig, learner: Learner) -> Callable[..., 
         return np.concatenate(returns, axis=1)[:, : config.best_eval_episodes].mean(axis=1)
 
     def report(c: int, out: dict, t0: float, seeds: int, bar: Any, log: Any) -> None:
-        """Advance the progress bar and write a log line after evaluation ``c``."""
-        steps = (c + 1) * config.eval_every
-        train_ret = out["train_return"]
-        line = (
-            f"step {steps:>8d}  {steps * seeds / (time.perf_counter() - t0):,.0f} steps/s  "
-            f"eval return {np.mean(out['eval_return']):8.2f}  "
-            f"train return {np.nanmean(train_ret) if np.isfinite(train_ret).any() else np.nan:8.2f}"
+        report_progress(
+            c, config.eval_every, out["eval_return"], out["train_return"], t0, seeds, bar, log
         )
-        if bar is not None:
-            bar.update(config.eval_every)
-            bar.set_postfix_str(line.split("  ", 1)[1])
-        if log is not None:
-            log(line)
 
     def open_envs(seeds: np.ndarray) -> tuple[list, list, np.ndarray]:
         """Every seed's training environment, reset with its seed, and its evaluation ones."""
