@@ -164,10 +164,12 @@ def run_seed(env_id: str, seed: int, log: bool = True) -> dict[str, Any]:
 
 
 def write(path: Path, arrays: dict[str, Any]) -> None:
-    """Write ``arrays`` to ``path`` whole (a temporary file, then a rename)."""
+    """Write ``arrays`` to ``path`` whole (a temporary file, then a rename); the temporary name
+    does not match the ``seeds_*.npz`` that readers look for."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
     os.replace(tmp, path)
 
 
