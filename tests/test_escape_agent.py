@@ -1,5 +1,7 @@
 """The LKTD agent in the escape harness (spec section 4): learning, in-scan metrics, seeds."""
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,7 +9,7 @@ import pytest
 from conftest import MODELS
 
 from lktd_ppl import diagnostics
-from lktd_ppl.agents.harness import EscapeConfig, epsilon_greedy, make_task
+from lktd_ppl.agents.harness import EscapeConfig, Learner, epsilon_greedy, make_task
 from lktd_ppl.agents.lktd import LKTDAgentConfig, lktd_learner, make_lktd_train
 from lktd_ppl.filter import SamplerConfig
 from lktd_ppl.metrics import LEVELS, PROBS, final_cells, interval_metrics
@@ -149,6 +151,12 @@ def _random_batch(seed: int, stage: int) -> dict:
     }
 
 
+def jitted_update(learner: Learner) -> Callable:
+    """The learner's update compiled whole, as the harness runs it (op by op, the chains' vmap
+    and the stage's inner loops cost several times the compilation)."""
+    return jax.jit(learner.update)
+
+
 def test_annealed_step_size_is_the_constant_one_at_that_stage():
     """step_size_decay: a stage at t uses eps0 (1 + t / t0)^-decay, else the same kernel."""
     annealed = LKTDAgentConfig(
@@ -162,7 +170,7 @@ def test_annealed_step_size_is_the_constant_one_at_that_stage():
     for cfg in (annealed, at_300, LKTDAgentConfig(sampler=SamplerConfig(step_size=2e-5))):
         learner = lktd_learner(cfg)
         state = learner.init(jax.random.key(1))
-        outs.append(np.asarray(learner.update(jax.random.key(2), state, batch).position))
+        outs.append(np.asarray(jitted_update(learner)(jax.random.key(2), state, batch).position))
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-7)
     assert np.abs(outs[0] - outs[2]).max() > 1e-4  # the constant eps0 moves differently
 
@@ -190,7 +198,7 @@ def test_step_size_drops_are_piecewise_and_move_the_chain_as_that_constant_step(
     for cfg in (drops, LKTDAgentConfig(sampler=SamplerConfig(step_size=2e-7))):
         learner = lktd_learner(cfg)
         state = learner.init(jax.random.key(1))
-        outs.append(np.asarray(learner.update(jax.random.key(2), state, batch).position))
+        outs.append(np.asarray(jitted_update(learner)(jax.random.key(2), state, batch).position))
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="step_size_drops: stages must be"):
         LKTDAgentConfig(step_size_drops=((200, 0.1), (100, 0.01)))
@@ -207,7 +215,7 @@ def test_chains_side_by_side_equal_chains_one_after_another():
     for batching in ("map", "vmap"):
         learner = lktd_learner(LKTDAgentConfig(num_chains=3, chain_batching=batching))
         state = learner.init(jax.random.key(1))
-        outs.append(np.asarray(learner.update(jax.random.key(2), state, batch).position))
+        outs.append(np.asarray(jitted_update(learner)(jax.random.key(2), state, batch).position))
     assert np.abs(outs[0][0] - outs[0][1]).max() > 1e-3  # the chains differ from each other
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="chain_batching"):
@@ -225,10 +233,11 @@ def test_own_minibatches_give_each_chain_its_draw(batching):
     own = lktd_learner(LKTDAgentConfig(num_chains=2, own_minibatches=True, chain_batching=batching))
     shared = lktd_learner(LKTDAgentConfig(num_chains=2))
     assert (own.minibatches, shared.minibatches) == (2, 1)
+    own_update, shared_update = jitted_update(own), jitted_update(shared)
     state = own.init(jax.random.key(1))
-    moved = np.asarray(own.update(jax.random.key(2), state, stacked).position)
+    moved = np.asarray(own_update(jax.random.key(2), state, stacked).position)
     for i, batch in enumerate((first, second)):
-        expect = np.asarray(shared.update(jax.random.key(2), state, batch).position)[i]
+        expect = np.asarray(shared_update(jax.random.key(2), state, batch).position)[i]
         np.testing.assert_allclose(moved[i], expect, rtol=1e-5, atol=1e-6)
-    wrong = np.asarray(shared.update(jax.random.key(2), state, second).position)[0]
+    wrong = np.asarray(shared_update(jax.random.key(2), state, second).position)[0]
     assert np.abs(moved[0] - wrong).max() > 1e-3  # the other minibatch moves chain 0 elsewhere
