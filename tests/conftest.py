@@ -1,5 +1,6 @@
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,44 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache for the tests and every process they start: a program compiled
+# again with the same shapes (by another test, the CLI, a README block) is read back instead.
+# The folder is ignored by git, so a fresh clone starts with it empty.
+JAX_CACHE = Path(
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".jax_cache" / "tests"))
+)
 sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402  (after JAX_PLATFORMS is set)
+
+jax.config.update("jax_compilation_cache_dir", str(JAX_CACHE))
+
+# A test module may define ``start_background_runs(tmp_path_factory)``: its tests that use the
+# ``background_runs`` fixture get what it returned.  It is called before the first test of the
+# session, so subprocess runs it starts go on beside the other tests, and the module's tests are
+# ordered last, to wait on them as late as possible.
+BACKGROUND = "background_runs"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    late = {item.path for item in items if BACKGROUND in getattr(item, "fixturenames", ())}
+    items[:] = sorted(items, key=lambda item: item.path in late)  # stable: order kept otherwise
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _background_starts(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[dict]:
+    started = {}
+    for item in request.session.items:
+        module = getattr(item, "module", None)
+        if BACKGROUND in getattr(item, "fixturenames", ()) and module not in started:
+            started[module] = module.start_background_runs(tmp_path_factory)
+    yield started
+
+
+@pytest.fixture(scope="module")
+def background_runs(request: pytest.FixtureRequest, _background_starts: dict):
+    """What this module's ``start_background_runs`` returned at the start of the session."""
+    return _background_starts[request.module]
 
 
 def rel_frobenius(a, b) -> float:

@@ -1,9 +1,11 @@
 """The ``lktd`` command driven as a user drives it: subprocesses of ``python -m lktd_ppl.cli``.
 
 Tiny budgets: ``lktd train`` runs 2000 steps with a 1000-step window (two evaluations per window),
-the demo 20 000 steps (its default 10 000-step window).  The training runs the tests inspect are
-launched together, two at a time, by module-scoped fixtures; compiled programs are cached under
-``.jax_cache/cli`` so a second test session compiles little.
+the tutorial's escape runs 20 000 steps (the demo's default 10 000-step window) and its control
+runs 2000 steps.  The training runs the tests inspect start at the start of the test session
+(``start_background_runs``, through ``tests/conftest.py``), two at a time and at a lower CPU
+priority, beside the other test files; this file's tests run last and wait on them.  Compiled
+programs go to the tests' compilation cache (``JAX_COMPILATION_CACHE_DIR``, set by conftest).
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import re
 import subprocess
 import sys
 import warnings
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / ".jax_cache" / "cli"
 TINY = ["--steps", "2000", "--set", "escape.window=1000", "--set", "escape.evals_per_window=2"]
 BASELINES = ["sgld", "sghmc", "dqn", "bootdqn", "qrdqn", "kova"]
 RUN_FILES = ["config.json", "metrics.csv", "samples.nc", "checkpoint.npz", "summary.md"]
@@ -37,19 +39,22 @@ TABLE_COLUMNS = [
 ]
 ACTIONS = ["E", "N", "W", "S"]
 WORKERS = 2
+# the background runs yield the CPU to the tests running beside them
+NICE = ["nice", "-n", "10"]
 
 
 def cli_env() -> dict:
-    env = dict(os.environ)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    env.update(JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(CACHE), PYTHONUNBUFFERED="1")
+    env = dict(os.environ)  # JAX_COMPILATION_CACHE_DIR from conftest included
+    env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("LKTD_DEBUG", None)
     return env
 
 
-def lktd(*args, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "lktd_ppl.cli", *map(str, args)]
+def lktd(
+    *args, cwd: Path | None = None, timeout: float = 600, background: bool = False
+) -> subprocess.CompletedProcess:
+    cmd = [*(NICE if background else []), sys.executable, "-m", "lktd_ppl.cli", *map(str, args)]
     return subprocess.run(
         cmd, cwd=cwd or ROOT, env=cli_env(), capture_output=True, text=True, timeout=timeout
     )
@@ -68,11 +73,13 @@ def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 # --------------------------------------------------------------------------------------------
-# every run the tests inspect, started at once: chains of commands, two at a time
+# every run the tests inspect, started with the session: chains of commands, two at a time
 # --------------------------------------------------------------------------------------------
 
 TUTORIAL = ROOT / "docs" / "tutorial.md"
 TUTORIAL_STEPS = 20_000
+# a control run of the tutorial (``--env``): two evaluations, the least that makes a curve
+CONTROL_STEPS, CONTROL_EVAL_EVERY = 2000, 1000
 BLOCK = re.compile(r"^```(bash|python)\n(.*?)^```", re.M | re.S)
 
 
@@ -81,33 +88,45 @@ def tutorial_blocks() -> list[tuple[str, str]]:
     return [(m.group(1), m.group(2)) for m in BLOCK.finditer(TUTORIAL.read_text())]
 
 
+def shrink_control(line: str) -> str:
+    """A control-task command line with ``CONTROL_STEPS`` steps, evaluated every
+    ``CONTROL_EVAL_EVERY``."""
+    assert "control.eval_every=" in line, f"a control run without its evaluation interval: {line}"
+    line = re.sub(r"--steps \d+", f"--steps {CONTROL_STEPS}", line)
+    return re.sub(r"control\.eval_every=\d+", f"control.eval_every={CONTROL_EVAL_EVERY}", line)
+
+
 def shrink(code: str) -> str:
-    """A tutorial bash block with its step counts cut to ``TUTORIAL_STEPS``."""
-    code = re.sub(
-        r"--steps (\d+)", lambda m: f"--steps {min(int(m.group(1)), TUTORIAL_STEPS)}", code
-    )
+    """A tutorial bash block with its step counts cut to ``TUTORIAL_STEPS`` (control tasks: to
+    ``CONTROL_STEPS``)."""
     lines = []
     for line in code.splitlines():
-        if re.match(r"\s*lktd demo\b", line) and "--steps" not in line:
-            line += f" --steps {TUTORIAL_STEPS}"
         if re.match(r"\s*lktd train\b", line):
             assert "--steps" in line or "--config" in line, f"unbounded run in the tutorial: {line}"
+        if re.match(r"\s*lktd train\b.*--env\b", line) and "--steps" in line:
+            line = shrink_control(line)
+        else:
+            line = re.sub(
+                r"--steps (\d+)", lambda m: f"--steps {min(int(m.group(1)), TUTORIAL_STEPS)}", line
+            )
+        if re.match(r"\s*lktd demo\b", line) and "--steps" not in line:
+            line += f" --steps {TUTORIAL_STEPS}"
         lines.append(line)
     return "\n".join(lines) + "\n"
 
 
 def run_tutorial(folder: Path) -> list[tuple[str, str, subprocess.CompletedProcess]]:
-    """Run the tutorial's blocks in order in ``folder`` (with ``models/`` linked in); stop at
-    the first failure."""
+    """Run the tutorial's blocks in order in ``folder`` (with ``models/`` linked in), at the
+    background runs' priority; stop at the first failure."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "models").symlink_to(ROOT / "models")
     done = []
     for kind, code in tutorial_blocks():
         if kind == "bash":
             code = shrink(code)
-            cmd = ["bash", "-euo", "pipefail", "-c", code]
+            cmd = [*NICE, "bash", "-euo", "pipefail", "-c", code]
         else:
-            cmd = [sys.executable, "-c", code]
+            cmd = [*NICE, sys.executable, "-c", code]
         proc = subprocess.run(
             cmd, cwd=folder, env=cli_env(), capture_output=True, text=True, timeout=900
         )
@@ -133,36 +152,49 @@ def lktd_chain(work: Path) -> dict[str, subprocess.CompletedProcess]:
             *TINY,
             "--out",
             work / "lktd",
+            background=True,
         )
     }
     if out["train"].returncode == 0:
         config = work / "lktd" / "config.json"
-        out["rerun"] = lktd("train", "--config", config, "--out", work / "rerun")
-        out["diagnose"] = lktd("diagnose", work / "lktd")
+        out["rerun"] = lktd("train", "--config", config, "--out", work / "rerun", background=True)
+        out["diagnose"] = lktd("diagnose", work / "lktd", background=True)
     return out
 
 
 def baseline_chain(work: Path, algo: str) -> dict[str, subprocess.CompletedProcess]:
-    out = {"train": lktd("train", "--algo", algo, *TINY, "--out", work / algo)}
+    out = {"train": lktd("train", "--algo", algo, *TINY, "--out", work / algo, background=True)}
     if algo == "dqn" and out["train"].returncode == 0:
-        out["diagnose"] = lktd("diagnose", work / algo)
+        out["diagnose"] = lktd("diagnose", work / algo, background=True)
     return out
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cli")
+class Runs(NamedTuple):
+    work: Path  # the runs' folder
+    futures: dict[str, Future]  # chain name -> its results
+
+
+def start_background_runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """Start every chain, the longest (the tutorial) first; called by conftest before the
+    session's first test.  The pool takes no more work, and its threads end with the chains."""
+    work = tmp_path_factory.mktemp("cli")
+    pool = ThreadPoolExecutor(WORKERS)
+    futures = {"tutorial": pool.submit(run_tutorial, work / "tutorial")}
+    futures["lktd"] = pool.submit(lktd_chain, work)
+    for algo in ["kova", "bootdqn", "sgld", "sghmc", "qrdqn", "dqn"]:
+        futures[algo] = pool.submit(baseline_chain, work, algo)
+    pool.shutdown(wait=False)
+    return Runs(work, futures)
 
 
 @pytest.fixture(scope="module")
-def jobs(work):
-    """Futures of every chain; the longest (the tutorial) first."""
-    with ThreadPoolExecutor(WORKERS) as pool:
-        futures = {"tutorial": pool.submit(run_tutorial, work / "tutorial")}
-        futures["lktd"] = pool.submit(lktd_chain, work)
-        for algo in ["kova", "bootdqn", "sgld", "sghmc", "qrdqn", "dqn"]:
-            futures[algo] = pool.submit(baseline_chain, work, algo)
-        yield futures
+def work(background_runs: Runs) -> Path:
+    return background_runs.work
+
+
+@pytest.fixture(scope="module")
+def jobs(background_runs: Runs) -> dict[str, Future]:
+    return background_runs.futures
 
 
 def tutorial_command(jobs, pattern: str) -> subprocess.CompletedProcess:
@@ -405,7 +437,8 @@ def test_diagnose_single_chain(jobs, work):
 
 
 def test_tutorial(jobs, work):
-    """Every bash and python block of docs/tutorial.md runs, in order, with 20 000 steps."""
+    """Every bash and python block of docs/tutorial.md runs, in order, with 20 000 steps (control
+    tasks: 2000)."""
     done = jobs["tutorial"].result()
     for kind, code, proc in done:
         assert proc.returncode == 0, f"tutorial {kind} block failed:\n{code}\n{proc.stderr}"
