@@ -1,7 +1,8 @@
 """The ``lktd`` command: demo, train, diagnose, experiment.
 
 This module and :mod:`lktd_ppl.config` import JAX only inside the commands.  Every error is one
-line on stderr with exit status 2 (set ``LKTD_DEBUG=1`` to see the traceback of an unexpected one).
+line on stderr with exit status 2 (set ``LKTD_DEBUG=1`` to see the traceback of an unexpected one);
+a run in which a seed diverged writes its folder, then says so in one line and exits with status 3.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def _train_and_report(spec: config.RunSpec, out: Path, quiet: bool, overwrite: b
         warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
         # quantiles over a sample buffer still empty (NaN until the burn-in ends)
         warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)
-        training.execute(
+        results = training.execute(
             spec,
             out,
             progress=not quiet and sys.stderr.isatty(),
@@ -81,8 +82,13 @@ def _train_and_report(spec: config.RunSpec, out: Path, quiet: bool, overwrite: b
     files = [f for f in (*RUN_FILES, "episodes.csv", "model.py") if (out / f).exists()]
     plots = sorted(p.name for p in out.glob("*.png"))
     print(f"\nRun folder: {out}/ ({', '.join(files)}; plots: {', '.join(plots)})")
-    if spec.control is None:  # the diagnostics score against the escape room's exact Q
+    if spec.control is None and (out / "samples.nc").is_file():  # scored against the exact Q
         print(f"Next: lktd diagnose {out}")
+    from lktd_ppl import divergence
+
+    message = divergence.run_message(spec.seed_list, members, spec.agent, results["divergence"])
+    if message:
+        raise divergence.RunDiverged(message)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -302,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # one line, no traceback
+        div = sys.modules.get("lktd_ppl.divergence")  # loaded by any run that can diverge
+        if div is not None and isinstance(e, div.RunDiverged):  # a finished run: status 3
+            print(f"{prog}: diverged: {one_line(e)}", file=sys.stderr)
+            return 3
         if os.environ.get("LKTD_DEBUG"):
             raise
         message = one_line(e)

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from lktd_ppl.config import RunSpec
+from lktd_ppl.divergence import after_divergence, diverged_seeds, mask_after
 from lktd_ppl.run_folder import (
+    divergence_notes,
     read_metrics,
     run_facts,
     sample_attrs,
@@ -19,12 +21,17 @@ from lktd_ppl.run_folder import (
     write_metrics_csv,
 )
 
-METRICS = ("step", "seed", "eval_return", "train_return")
+METRICS = ("step", "seed", "eval_return", "train_return", "diverged")
 
 
 def control_metric_rows(spec: RunSpec, results: dict) -> list[dict]:
-    """One dict per (seed, evaluation), in the order of ``metrics.csv``."""
+    """One dict per (seed, evaluation), in the order of ``metrics.csv``; from a seed's divergence
+    on, its returns are NaN and ``diverged`` is 1."""
     steps = np.asarray(results["eval_steps"])
+    div = results.get("divergence")
+    evals = mask_after(results["eval_return"], steps, div)
+    trains = mask_after(results["train_return"], steps, div)
+    gone = after_divergence(steps, div) if div is not None else np.zeros(evals.shape, bool)
     rows = []
     for i, seed in enumerate(spec.seed_list):
         for j, step in enumerate(steps):
@@ -32,8 +39,9 @@ def control_metric_rows(spec: RunSpec, results: dict) -> list[dict]:
                 {
                     "step": int(step),
                     "seed": seed,
-                    "eval_return": float(results["eval_return"][i, j]),
-                    "train_return": float(results["train_return"][i, j]),
+                    "eval_return": float(evals[i, j]),
+                    "train_return": float(trains[i, j]),
+                    "diverged": int(gone[i, j]),
                 }
             )
     return rows
@@ -65,9 +73,9 @@ def control_summary(spec: RunSpec, cols: dict[str, np.ndarray], wall_time: float
     seeds = np.unique(cols["seed"])
     last = cols["step"] == cols["step"].max()
     final = cols["eval_return"][last]
-    best = np.array([np.max(cols["eval_return"][cols["seed"] == s]) for s in seeds])
+    best = np.array([np.nanmax(cols["eval_return"][cols["seed"] == s]) for s in seeds])
     train_last = cols["train_return"][last]
-    sd = float(np.std(final, ddof=1)) if len(final) > 1 else 0.0
+    sd = float(np.nanstd(final, ddof=1)) if np.isfinite(final).sum() > 1 else 0.0
     return "\n".join(
         [
             f"# {spec.algo} on {spec.env}",
@@ -76,10 +84,10 @@ def control_summary(spec: RunSpec, cols: dict[str, np.ndarray], wall_time: float
             "",
             "| measure | mean over seeds | min | max |",
             "|---|---|---|---|",
-            f"| final greedy return (sd {sd:.1f}) | {np.mean(final):.1f} | {np.min(final):.1f} "
-            f"| {np.max(final):.1f} |",
-            f"| best greedy return | {np.mean(best):.1f} | {np.min(best):.1f} "
-            f"| {np.max(best):.1f} |",
+            f"| final greedy return (sd {sd:.1f}) | {np.nanmean(final):.1f} | "
+            f"{np.nanmin(final):.1f} | {np.nanmax(final):.1f} |",
+            f"| best greedy return | {np.nanmean(best):.1f} | {np.nanmin(best):.1f} "
+            f"| {np.nanmax(best):.1f} |",
             f"| training return, last interval | {np.nanmean(train_last):.1f} | "
             f"{np.nanmin(train_last):.1f} | {np.nanmax(train_last):.1f} |",
             "",
@@ -102,7 +110,10 @@ def write_control_run(out: str | Path, spec: RunSpec, results: dict) -> Path:
     write_metrics_csv(out / "metrics.csv", control_metric_rows(spec, results))
     write_episodes_csv(out / "episodes.csv", spec, results["episodes"])
 
-    probe_q = np.asarray(results["probe_q"])  # (seeds, evals, members, probes, A)
+    # samples.nc: the chains of the seeds that did not diverge (none: no samples.nc)
+    bad = diverged_seeds(spec.seed_list, results.get("divergence"))
+    kept = np.array([s not in bad for s in spec.seed_list])
+    probe_q = np.asarray(results["probe_q"])[kept]  # (seeds, evals, members, probes, A)
     seeds, evals, members, probes, actions = probe_q.shape
     q = np.transpose(probe_q, (0, 2, 1, 3, 4)).reshape(seeds * members, evals, probes, actions)
     steps = np.asarray(results["eval_steps"])
@@ -111,15 +122,21 @@ def write_control_run(out: str | Path, spec: RunSpec, results: dict) -> Path:
         "cell": "probe state (see group probe_states)",
         "config": json.dumps(config),
     }
-    tree = dg.q_samples_to_datatree(q, attrs=attrs, action_names=[str(a) for a in range(actions)])
-    tree["probe_states"] = xr.DataTree(
-        xr.Dataset({"obs": (("seed", "cell", "obs_dim"), np.asarray(results["probes"]))})
-    )
-    dg.save_datatree(tree, out / "samples.nc")
+    if bad:
+        attrs["seeds"] = [s for s in spec.seed_list if s not in bad]
+        attrs["diverged_seeds"] = bad
+    if seeds:
+        names = [str(a) for a in range(actions)]
+        tree = dg.q_samples_to_datatree(q, attrs=attrs, action_names=names)
+        obs = np.asarray(results["probes"])[kept]
+        tree["probe_states"] = xr.DataTree(xr.Dataset({"obs": (("seed", "cell", "obs_dim"), obs)}))
+        dg.save_datatree(tree, out / "samples.nc")
     write_checkpoint(out, results["state"].learner)
 
     cols = read_metrics(out)
-    (out / "summary.md").write_text(control_summary(spec, cols, results.get("wall_time")))
+    summary = control_summary(spec, cols, results.get("wall_time"))
+    summary += "\n".join(divergence_notes(spec, results))
+    (out / "summary.md").write_text(summary)
     dg.plot_learning_curve(
         steps,
         np.asarray(results["eval_return"]),

@@ -63,6 +63,7 @@ from typing import Any
 import numpy as np
 
 from lktd_ppl.config import RunError, RunSpec, spec_from_folder
+from lktd_ppl.divergence import after_divergence, diverged_seeds, mask_after, summary_lines
 from lktd_ppl.names import ACTION_NAMES, LEVELS
 
 PER_ACTION = (
@@ -79,11 +80,15 @@ MAX_PARAMS_SAVED = 5_000_000  # final parameters go into samples.nc below this m
 
 
 def metric_rows(spec: RunSpec, results: dict) -> list[dict]:
-    """One dict per (seed, evaluation), in the order of ``metrics.csv``."""
-    m = results["metrics"]
+    """One dict per (seed, evaluation), in the order of ``metrics.csv``; from a seed's divergence
+    on, its metrics are NaN and ``diverged`` is 1."""
     steps = np.asarray(results["eval_steps"])
+    div = results.get("divergence")
+    m = {k: mask_after(v, steps, div) for k, v in results["metrics"].items()}
+    gone = after_divergence(steps, div) if div is not None else np.zeros((spec.seeds, len(steps)))
     episodes = np.asarray(results["episodes"])
     returns = np.where(episodes > 0, np.asarray(results["mean_return"], np.float64), np.nan)
+    returns = mask_after(returns, steps, div)
     rows = []
     for i, seed in enumerate(spec.seed_list):
         for j, step in enumerate(steps):
@@ -92,6 +97,7 @@ def metric_rows(spec: RunSpec, results: dict) -> list[dict]:
                 "seed": seed,
                 "episodes": int(episodes[i, j]),
                 "mean_return": float(returns[i, j]),
+                "diverged": int(gone[i, j]),
             }
             for name in PER_ACTION:
                 for a, action in enumerate(ACTION_NAMES):
@@ -125,7 +131,7 @@ def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
     if not rows:
         raise RunError(f"{str(path)!r} holds no rows")
     cols = {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
-    for k in ("step", "seed", "episodes"):
+    for k in ("step", "seed", "episodes", "diverged"):
         if k in cols:
             cols[k] = cols[k].astype(np.int64)
     return cols
@@ -137,7 +143,7 @@ def last_window_means(cols: dict[str, np.ndarray], total_steps: int, window: int
     seeds = np.unique(cols["seed"])
     out = {}
     for k, v in cols.items():
-        if k in ("step", "seed"):
+        if k in ("step", "seed", "diverged"):
             continue
         per_seed = [_nanmean(v[last & (cols["seed"] == s)]) for s in seeds]
         out[k] = _nanmean(np.array(per_seed))
@@ -304,37 +310,45 @@ def write_run(out: str | Path, spec: RunSpec, results: dict) -> Path:
     rows = metric_rows(spec, results)
     write_metrics_csv(out / "metrics.csv", rows)
 
-    # samples.nc
+    # samples.nc: the chains of the seeds that did not diverge (none: no samples.nc)
     members = spec.members
     final = results["final"]
     truth = np.where(results["mask"], results["truth"], np.nan)
-    per_seed = [ordered_draws(final, i, e.sample_size, members) for i in range(spec.seeds)]
-    n = per_seed[0].shape[1]
-    idx = thin_index(n, spec.max_draws)
     cells, num_actions = truth.shape
-    q = np.concatenate([d[:, idx] for d in per_seed]).reshape(-1, len(idx), cells, num_actions)
-    steps = e.total_steps - (n - 1 - idx) * e.train_every
-    attrs = {
-        **sample_attrs(spec, members, steps),
-        "stored_stages": int(n),
-        "grid_size": int(e.size),
-        "config": json.dumps(config),
-    }
-    tree = dg.q_samples_to_datatree(q, truth=truth, mask=results["mask"], attrs=attrs)
+    bad = diverged_seeds(spec.seed_list, results.get("divergence"))
+    kept = [i for i, s in enumerate(spec.seed_list) if s not in bad]
+    per_seed = [ordered_draws(final, i, e.sample_size, members) for i in kept]
     learner_state = results["state"].learner
-    params = spec.algorithm.flat_parameters(learner_state)
-    if params[1].size <= MAX_PARAMS_SAVED:
-        import xarray as xr
+    if per_seed:
+        n = per_seed[0].shape[1]
+        idx = thin_index(n, spec.max_draws)
+        q = np.concatenate([d[:, idx] for d in per_seed]).reshape(-1, len(idx), cells, num_actions)
+        steps = e.total_steps - (n - 1 - idx) * e.train_every
+        attrs = {
+            **sample_attrs(spec, members, steps),
+            "stored_stages": int(n),
+            "grid_size": int(e.size),
+            "config": json.dumps(config),
+        }
+        if bad:
+            attrs["seeds"] = [spec.seed_list[i] for i in kept]
+            attrs["diverged_seeds"] = bad
+        tree = dg.q_samples_to_datatree(q, truth=truth, mask=results["mask"], attrs=attrs)
+        params = spec.algorithm.flat_parameters(learner_state)
+        if params[1].size <= MAX_PARAMS_SAVED:
+            import xarray as xr
 
-        dims, theta = params
-        tree["final_parameters"] = xr.DataTree(xr.Dataset({"theta": (dims, theta)}))
-    dg.save_datatree(tree, out / "samples.nc")
+            dims, theta = params
+            tree["final_parameters"] = xr.DataTree(xr.Dataset({"theta": (dims, theta)}))
+        dg.save_datatree(tree, out / "samples.nc")
 
     write_checkpoint(out, learner_state)
 
     # summary and plots
     cols = read_metrics(out)
-    (out / "summary.md").write_text(summary_table(spec, cols, results.get("wall_time")))
+    summary = summary_table(spec, cols, results.get("wall_time"))
+    summary += "\n".join(divergence_notes(spec, results))
+    (out / "summary.md").write_text(summary)
     title = f"{spec.algo}, {e.total_steps:,} steps, {spec.seeds} seed(s)"
     evals = np.asarray(results["eval_steps"])
     m = results["metrics"]
@@ -349,7 +363,7 @@ def write_run(out: str | Path, spec: RunSpec, results: dict) -> Path:
     )
     returns = np.where(results["episodes"] > 0, results["mean_return"], np.nan)
     dg.plot_learning_curve(evals, returns, label=spec.algo, path=out / "learning_curve.png")
-    first_seed = per_seed[0].reshape(-1, cells, num_actions)
+    first_seed = per_seed[0].reshape(-1, cells, num_actions) if per_seed else np.zeros((0,))
     if first_seed.shape[0] >= 2:
         dg.plot_interval_heatmaps(
             first_seed,
@@ -366,6 +380,16 @@ def write_run(out: str | Path, spec: RunSpec, results: dict) -> Path:
         path=out / "policy_quiver.png",
     )
     return out
+
+
+def divergence_notes(spec: RunSpec, results: dict) -> list[str]:
+    """summary.md's lines on diverged seeds (none: empty), ending with a newline."""
+    lines = summary_lines(spec.seed_list, spec.members, results.get("divergence"))
+    if lines and not any(
+        s not in diverged_seeds(spec.seed_list, results["divergence"]) for s in spec.seed_list
+    ):
+        lines.append("Every seed diverged: no samples.nc was written.")
+    return [*lines, ""] if lines else []
 
 
 def window_average(

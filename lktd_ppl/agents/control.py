@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lktd_ppl import divergence
 from lktd_ppl.agents.harness import Learner, ReplayProtocol, epsilon_at, epsilon_greedy
 from lktd_ppl.envs.gymnax_env import ControlEnv, make_env
 from lktd_ppl.replay import Replay, example_transition
@@ -124,6 +125,7 @@ class ControlState(NamedTuple):
     ret_count: jax.Array
     best_learner: Any  # the learner state of the best evaluation so far
     best_return: jax.Array  # its evaluation return (-inf before the first)
+    health: divergence.Health
 
 
 def make_control_train(config: ControlConfig, learner: Learner) -> Callable[..., dict]:
@@ -220,6 +222,7 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
             ret_count=jnp.zeros((), jnp.int32),
             best_learner=learner_state,
             best_return=jnp.full((), -jnp.inf, jnp.float32),
+            health=divergence.healthy(),
         )
         return env_step(state, jnp.int32(0), u[:NUM_UNIFORMS], k_step, k_extra, first=True)[0]
 
@@ -229,8 +232,11 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
         keys = jax.random.split(key, learner.minibatches)
         return jax.vmap(lambda k: replay.sample(replay_state, k))(keys)
 
-    def train_stage(s: ControlState, key: jax.Array, do_train: jax.Array) -> ControlState:
-        """``gradient_steps`` updates, each on its own minibatch, where ``do_train``."""
+    def train_stage(
+        s: ControlState, key: jax.Array, do_train: jax.Array, step: jax.Array
+    ) -> ControlState:
+        """``gradient_steps`` updates, each on its own minibatch, where ``do_train``; ``step``:
+        the environment steps done."""
         k_batch, k_update = jax.random.split(key)
         # the minibatches are drawn outside the cond: with the replay buffer as an operand, the
         # cond would copy it at every stage
@@ -250,7 +256,17 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
         learner_state, updates = jax.lax.cond(
             do_train, run, lambda ls, up: (ls, up), s.learner, s.updates
         )
-        return s._replace(learner=learner_state, updates=updates)
+        # a stage that blows up is undone and freezes the seed (lktd_ppl.divergence; a frozen
+        # seed's updates run and are dropped there, so the cond's predicate stays unbatched);
+        # Q is checked at the probe states (observations from before train_start)
+        h = s.health
+        limit = divergence.q_limit(h, config.gamma, config.q_bound_reward, config.q_bound)
+        q = learner.q_grid(learner_state, s.probes)
+        learner_state, health = divergence.guard(
+            h, s.learner, learner_state, q, limit, do_train, s.updates, step
+        )
+        updates = jnp.where(health.diverged, s.updates, updates)
+        return s._replace(learner=learner_state, updates=updates, health=health)
 
     def period(s: ControlState, g: jax.Array) -> tuple[ControlState, tuple]:
         """``train_every`` env steps, then (from ``train_start`` on) one training stage."""
@@ -259,8 +275,14 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
         ts = g * n + 1 + jnp.arange(n)  # step 0 is init's
         xs = (ts, uniform(k_u, (n, NUM_UNIFORMS)), jax.random.split(k_env, n))
         xs += (jax.random.split(k_extra, n),)
-        s, ended = jax.lax.scan(lambda s, x: env_step(s, *x), s, xs)
-        s = train_stage(s, k_train, (g + 1) * n >= config.train_start)
+
+        def one(s, x):
+            s, ended = env_step(s, *x)
+            return s, (ended, s.pend["reward"])
+
+        s, (ended, rewards) = jax.lax.scan(one, s, xs)
+        s = s._replace(health=divergence.see_rewards(s.health, rewards))
+        s = train_stage(s, k_train, (g + 1) * n >= config.train_start, (g + 1) * n)
         if learner.acting_member is not None:  # e.g. BootDQN: the acting head changes with updates
             s = s._replace(member=learner.acting_member(xs[1][-1, -1], s.learner))
         return s, ended
@@ -333,10 +355,11 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
         keys = jnp.atleast_1d(keys)
         t0 = time.perf_counter()
         bar = progress_bar(config.total_steps) if progress else None
-        state, outs = init_v(keys), []
+        state, outs, seen = init_v(keys), [], set()
         for c in range(num_chunks):
             state, out = chunk_v(state, jnp.int32(c))
             outs.append(out)
+            divergence.log_new(state.health, seen, log)
             if bar is not None or log is not None:
                 report(c, out, t0, len(keys), bar, log)
         best_return = np.asarray(best_v(state))
@@ -358,6 +381,7 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
             "episodes": episode_table(stacked),
             "wall_time": time.perf_counter() - t0,
             "state": state,
+            "divergence": divergence.as_dict(state.health),
         }
 
     return train

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lktd_ppl import divergence
 from lktd_ppl.envs import escape
 from lktd_ppl.envs.truth import q_epsilon_greedy, q_star
 from lktd_ppl.metrics import Metrics, greedy_policy_frequency, interval_metrics
@@ -51,6 +52,11 @@ class ReplayProtocol:
     eps_start: float = 1.0
     eps_end: float = 0.01
     eps_fraction: float = 0.1
+    # divergence guard (lktd_ppl.divergence): a seed whose |Q| exceeds 10 R / (1 - gamma) is
+    # frozen (non-finite parameters or Q-values always are); R = q_bound_reward, or (None) the
+    # largest |reward| seen so far; q_bound False: no bound on |Q|
+    q_bound: bool = True
+    q_bound_reward: float | None = None
 
     def replay_problems(self) -> list[str]:
         """What is wrong with the settings every protocol shares (empty: nothing)."""
@@ -138,6 +144,7 @@ class RunState(NamedTuple):
     ep_return: jax.Array
     ret_sum: jax.Array
     ret_count: jax.Array
+    health: divergence.Health
 
 
 def epsilon_at(config: EscapeConfig, t: jax.Array) -> jax.Array:
@@ -230,6 +237,7 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
             ep_return=jnp.zeros(()),
             ret_sum=jnp.zeros(()),
             ret_count=jnp.zeros(()),
+            health=divergence.healthy(),
         )
         z = standard_normal(k_z, (1,))[0]
         return env_step(state, jnp.int32(0), (u[:NUM_UNIFORMS], z, k_first), first=True)
@@ -281,10 +289,10 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
             ret_count=s.ret_count + done,
         )
 
-    def store_samples(s: RunState, store: jax.Array) -> RunState:
-        """Write every member's Q-grid into the ring where ``store``: a masked in-place update
-        (a ``cond`` around the multi-MB ring would copy it at every stage)."""
-        grids = learner.q_grid(s.learner, task.grid_obs)  # (m, cells, A)
+    def store_samples(s: RunState, grids: jax.Array, store: jax.Array) -> RunState:
+        """Write every member's Q-grid ``grids`` (m, cells, A) into the ring where ``store``: a
+        masked in-place update (a ``cond`` around the multi-MB ring would copy it at every
+        stage)."""
         cols = grids.reshape(m, cells * num_actions).T
         start = (0, s.slot * m)
         old = jax.lax.dynamic_slice(s.ring, start, cols.shape)
@@ -310,9 +318,10 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
 
         def one(s, xs):
             t, r = xs
-            return env_step(s, t, r), None
+            s = env_step(s, t, r)
+            return s, s.pend["reward"]
 
-        s, _ = jax.lax.scan(one, s, (ts, rand), unroll=UNROLL)
+        s, rewards = jax.lax.scan(one, s, (ts, rand), unroll=UNROLL)
         t_end = (g + 1) * config.train_every
         stage = (t_end - config.train_start) // config.train_every  # 0 at the first stage
         do_train = t_end >= config.train_start
@@ -332,10 +341,21 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
             s.learner,
             batch,
         )
-        s = s._replace(learner=learner_state)
+        # a stage that blows up is undone and freezes the seed (lktd_ppl.divergence); a frozen
+        # seed's update still runs and is dropped there: a predicate that depends on the seed
+        # would turn the cond into a select under vmap, running the update before train_start
+        health = divergence.see_rewards(s.health, rewards)
+        limit = divergence.q_limit(health, config.gamma, config.q_bound_reward, config.q_bound)
+        grids = learner.q_grid(learner_state, task.grid_obs)  # (m, cells, A)
+        learner_state, health = divergence.guard(
+            health, s.learner, learner_state, grids, limit, do_train, stage, t_end, task.mask
+        )
+        grids = jnp.where(health.diverged, s.qtab, grids)
+        s = s._replace(learner=learner_state, health=health)
         if learner.acting_member is not None:  # e.g. BootDQN: the acting head changes with updates
             s = s._replace(member=learner.acting_member(rand[0][-1, -1], s.learner))
-        return store_samples(s, do_train & (t_end > burn_in)), None
+        store = do_train & (t_end > burn_in) & ~health.diverged
+        return store_samples(s, grids, store), None
 
     def chunk(s: RunState, c: jax.Array) -> tuple[RunState, dict]:
         gs = c * periods + jnp.arange(periods)
@@ -387,7 +407,7 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
         keys = jnp.atleast_1d(keys)
         t0 = time.perf_counter()
         state = init_v(keys)
-        outs = []
+        outs, seen = [], set()
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -397,6 +417,7 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
         for c0 in range(0, num_chunks, per_call):
             state, out = chunks_v(state, jnp.int32(c0))  # leaves (seeds, per_call, ...)
             outs.append(out)
+            divergence.log_new(state.health, seen, log)
             done_chunks = c0 + per_call
             if bar is not None or log is not None:
                 steps = done_chunks * config.chunk_steps
@@ -433,6 +454,7 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
             "mask": np.asarray(task.mask),
             "wall_time": time.perf_counter() - t0,
             "state": state,
+            "divergence": divergence.as_dict(state.health),
         }
 
     return train

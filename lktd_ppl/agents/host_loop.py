@@ -44,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lktd_ppl import divergence
 from lktd_ppl.agents.control import ControlConfig, progress_bar, report_progress
 from lktd_ppl.agents.harness import Learner, epsilon_at, epsilon_greedy
 from lktd_ppl.envs.gymnasium_env import GymnasiumTask, describe, make_env
@@ -74,6 +75,7 @@ class HostState(NamedTuple):
     updates: jax.Array  # updates done (the LKTD family's stage index)
     best_learner: Any  # the learner state of the best evaluation so far
     best_return: jax.Array  # its evaluation return (-inf before the first)
+    health: divergence.Health
 
 
 def env_seeds(key: jax.Array) -> jax.Array:
@@ -141,6 +143,7 @@ def make_host_train(config: GymnasiumConfig, learner: Learner) -> Callable[..., 
             updates=jnp.zeros((), jnp.int32),
             best_learner=learner_state,
             best_return=jnp.full((), -jnp.inf, jnp.float32),  # strong: keep_best keeps its type
+            health=divergence.healthy(),
         )
         return state, seeds
 
@@ -168,7 +171,8 @@ def make_host_train(config: GymnasiumConfig, learner: Learner) -> Callable[..., 
         }
         if learner.extra_item is not None:
             item.update(learner.extra_item(k_extra))
-        return s._replace(key=key, member=member), a, item
+        health = divergence.see_rewards(s.health, pend.reward)
+        return s._replace(key=key, member=member, health=health), a, item
 
     def act_all(s: HostState, t: jax.Array, obs: jax.Array, pend: Pending, store: bool):
         """Every seed's action; the pending transitions go into the buffers where ``store`` (not
@@ -200,10 +204,22 @@ def make_host_train(config: GymnasiumConfig, learner: Learner) -> Callable[..., 
 
         keys = jax.random.split(k_update, config.gradient_steps)
         learner_state, updates = jax.lax.scan(one, (s.learner, s.updates), (keys, batches))[0]
+        # a stage that blows up is undone and freezes the seed (lktd_ppl.divergence); Q is
+        # checked at the last minibatch's states
+        h = s.health
+        limit = divergence.q_limit(h, config.gamma, config.q_bound_reward, config.q_bound)
+        q = learner.q_grid(learner_state, batches["obs"][-1].reshape(-1, d)[: config.batch_size])
+        step = config.train_start + (s.updates // config.gradient_steps) * config.train_every
+        learner_state, health = divergence.guard(
+            h, s.learner, learner_state, q, limit, jnp.ones((), bool), s.updates, step
+        )
+        updates = jnp.where(health.diverged, s.updates, updates)
         member = s.member
         if learner.acting_member is not None:  # e.g. BootDQN: the acting head changes with updates
             member = learner.acting_member(uniform(k_u, (1,))[0], learner_state)
-        return s._replace(key=key, learner=learner_state, member=member, updates=updates)
+        return s._replace(
+            key=key, learner=learner_state, member=member, updates=updates, health=health
+        )
 
     def greedy(learner_state: Any, obs: jax.Array) -> jax.Array:
         """Greedy actions on the members' mean Q at ``obs`` (k, d)."""
@@ -348,7 +364,7 @@ def make_host_train(config: GymnasiumConfig, learner: Learner) -> Callable[..., 
             "ret_count": np.zeros(n_seeds, np.int64),
             "table": [],
         }
-        outs, pend = [], blank_pending(obs)
+        outs, pend, seen = [], blank_pending(obs), set()
         try:
             for t in range(config.total_steps + 1):
                 slot, take = divmod(t, probe_stride)
@@ -367,6 +383,7 @@ def make_host_train(config: GymnasiumConfig, learner: Learner) -> Callable[..., 
                     c = t // config.eval_every - 1
                     state, out = interval(state, eval_envs, seeds, probes, stats, c)
                     outs.append(out)
+                    divergence.log_new(state.health, seen, log)
                     if bar is not None or log is not None:
                         report(c, out, t0, n_seeds, bar, log)
             best_return = best_model(state, eval_envs, seeds[:, 1], len(outs))
@@ -389,6 +406,7 @@ def make_host_train(config: GymnasiumConfig, learner: Learner) -> Callable[..., 
             "episodes": episode_table(stats["table"]),
             "wall_time": time.perf_counter() - t0,
             "state": state,
+            "divergence": divergence.as_dict(state.health),
         }
 
     train.traces = traces  # type: ignore[attr-defined]

@@ -1,0 +1,196 @@
+"""Divergence: a seed that blows up is frozen at its last finite state and marked, the others
+finish; ``lktd train`` exits with status 3 and says which seed, where and why; the run folder
+keeps the metrics up to the divergence and only finite draws.  Tiny budgets throughout."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lktd_ppl import cli, divergence, training
+from lktd_ppl.agents.harness import Learner
+
+# escape: 600 steps, training from step 200 every 10 steps, an evaluation every 200 steps
+TINY = [
+    "--steps",
+    "600",
+    "--set",
+    "escape.window=200",
+    "--set",
+    "escape.evals_per_window=1",
+    "--set",
+    "escape.train_start=200",
+    "--set",
+    "escape.burn_in_fraction=0.5",
+    "-q",
+]
+POISON_STAGE = 3  # the training stage at which poisoned runs blow up
+CONTROL = [  # CartPole: 400 steps, training from step 100, an evaluation every 100 steps
+    "--env",
+    "CartPole-v1",
+    "--steps",
+    "400",
+    "--set",
+    "control.train_start=100",
+    "--set",
+    "control.eval_every=100",
+    "--set",
+    "control.eval_episodes=2",
+    "--set",
+    "control.best_eval_episodes=2",
+    "--set",
+    "control.num_probes=8",
+    "--set",
+    "hidden=8",
+    "-q",
+]
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def poison(learner: Learner) -> Learner:
+    """``learner`` whose update turns every float leaf NaN at stage ``POISON_STAGE`` on about half
+    of the runs (a draw from the update's key, which the run's key fixes)."""
+
+    def update(key, state, batch):
+        new = learner.update(key, state, batch)
+        blow = (batch["stage"] == POISON_STAGE) & (
+            jax.random.uniform(jax.random.fold_in(key, 7)) < 0.5
+        )
+
+        def spoil(x):
+            return jnp.where(blow, jnp.nan, x) if jnp.issubdtype(x.dtype, jnp.floating) else x
+
+        return jax.tree.map(spoil, new)
+
+    return learner._replace(update=update)
+
+
+def all_finite(path) -> bool:
+    with np.load(path) as z:
+        return all(np.isfinite(z[k]).all() for k in z.files if z[k].dtype.kind == "f")
+
+
+def test_large_step_size_exits_3_with_the_metrics_so_far(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--algo", "lktd", *TINY, "--set", "sampler.step_size=1", "--out", str(out)]
+    assert cli.main(argv) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0] == (
+        "lktd train: diverged: seed 0 chain 0 diverged at training stage 0 (environment step "
+        "200): non-finite parameters; likely cause: the step size eps0 (sampler.step_size=1) is "
+        "too large for the pseudo-population N (sampler.pseudo_population=10000) and the model's "
+        "measurement sd sigma (the drift grows with eps0 N / sigma^2): lower sampler.step_size. "
+        "0 of 1 seed(s) finished; metrics.csv holds the metrics up to the divergence and "
+        "checkpoint.npz the last finite state (summary.md lists the diverged seeds)"
+    )
+    rows = read_rows(out / "metrics.csv")
+    assert [(r["step"], r["diverged"]) for r in rows] == [("200", "1"), ("400", "1"), ("600", "1")]
+    assert all(np.isnan(float(r["mse_E"])) for r in rows)
+    # no all-NaN posterior: the only seed diverged, so no samples.nc; the checkpoint is finite
+    assert not (out / "samples.nc").exists()
+    with np.load(out / "checkpoint.npz") as z:
+        assert all(np.isfinite(z[k]).all() for k in z.files if z[k].dtype.kind == "f")
+    summary = (out / "summary.md").read_text()
+    assert "- seed 0 chain 0 diverged at training stage 0 (environment step 200)" in summary
+    assert "Every seed diverged: no samples.nc was written." in summary
+
+
+def test_control_freezes_the_diverged_seed_and_the_other_finishes(tmp_path, capsys, monkeypatch):
+    make = training.make_learner
+    monkeypatch.setattr(training, "make_learner", lambda spec: poison(make(spec)))
+    out = tmp_path / "run"
+    assert cli.main(["train", "--algo", "dqn", *CONTROL, "--seeds", "2", "--out", str(out)]) == 3
+    bad, good = 1, 0  # the key of seed 1 poisons its run at stage POISON_STAGE, seed 0's not
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(
+        f"lktd train: diverged: seed {bad} chain 0 diverged at training stage {POISON_STAGE} "
+        f"(environment step {100 + 4 * POISON_STAGE}): non-finite parameters; likely "
+        "cause: the learning rate (learning_rate=0.001) is too large. 1 of 2 seed(s) finished"
+    )
+    rows = read_rows(out / "metrics.csv")
+    by_seed = {s: [r for r in rows if int(r["seed"]) == s] for s in (bad, good)}
+    assert [r["diverged"] for r in by_seed[bad]] == ["0", "1", "1", "1"]
+    assert [r["diverged"] for r in by_seed[good]] == ["0", "0", "0", "0"]
+    assert np.isfinite(float(by_seed[bad][0]["eval_return"]))
+    assert all(np.isnan(float(r["eval_return"])) for r in by_seed[bad][1:])
+    assert all(np.isfinite(float(r["eval_return"])) for r in by_seed[good])
+    assert all_finite(out / "checkpoint.npz")  # the diverged seed's last finite state
+    from lktd_ppl import diagnostics as dg
+
+    tree = dg.load_datatree(out / "samples.nc")
+    q = tree.posterior["q"].values
+    assert q.shape[0] == 1 and np.isfinite(q).all()  # the healthy seed's chain only
+    assert np.atleast_1d(tree.attrs["diverged_seeds"]).tolist() == [bad]
+    summary = (out / "summary.md").read_text()
+    assert f"- seed {bad} chain 0 diverged at training stage {POISON_STAGE}" in summary
+
+
+def test_host_loop_freezes_the_diverged_seed(monkeypatch):
+    from lktd_ppl.config import build_spec
+
+    sys.path.insert(0, str(Path(__file__).parent))  # chain_env, importable as a module
+    spec = build_spec(
+        algo="dqn",
+        env="chain_env:Chain-v0",
+        steps=300,
+        seeds=2,
+        sets=[
+            "hidden=8",
+            "control.train_start=100",
+            "control.eval_every=100",
+            "control.eval_episodes=2",
+            "control.best_eval_episodes=2",
+            "control.num_probes=8",
+        ],
+    )
+    make = training.make_learner
+    monkeypatch.setattr(training, "make_learner", lambda spec: poison(make(spec)))
+    results = training.make_train(spec)(
+        jnp.stack([jax.random.key(0), jax.random.key(1)]), progress=False
+    )
+    d = results["divergence"]
+    assert d["diverged"].tolist() == [False, True]  # seed 1's key poisons its run here
+    assert (int(d["stage"][1]), int(d["step"][1]), int(d["cause"][1])) == (
+        POISON_STAGE,
+        100 + 4 * POISON_STAGE,
+        1,
+    )
+    params = jax.tree.leaves(results["state"].learner)
+    assert all(np.isfinite(np.asarray(x)).all() for x in params if np.asarray(x).dtype.kind == "f")
+    assert np.isfinite(results["eval_return"][0]).all()
+
+
+def test_assess_and_guard_freeze_the_bad_seed():
+    limit = divergence.q_limit(
+        divergence.healthy()._replace(reward_max=jnp.float32(1.0)), 0.9, None, True
+    )
+    assert float(limit) == pytest.approx(100.0)
+    assert float(divergence.q_limit(divergence.healthy(), 0.9, None, True)) == np.inf  # R = 0
+    assert float(divergence.q_limit(divergence.healthy(), 0.9, 2.0, True)) == pytest.approx(200.0)
+    assert float(divergence.q_limit(divergence.healthy(), 0.9, 2.0, False)) == np.inf
+    ok = {"w": jnp.ones(3)}
+    q = jnp.array([[1.0, -2.0], [150.0, 0.0]])  # member 1 beyond the bound 100
+    bad, member, cause, q_abs = divergence.assess(ok, q, limit)
+    assert (bool(bad), int(member), int(cause), float(q_abs)) == (True, 1, 3, 150.0)
+    q_nan = jnp.array([[1.0, jnp.nan], [1.0, 0.0]])
+    assert [int(x) for x in divergence.assess(ok, q_nan, limit)[1:3]] == [0, 2]
+    assert int(divergence.assess({"w": jnp.array([jnp.inf])}, q_nan, limit)[2]) == 1
+    before, after = {"w": jnp.zeros(3)}, {"w": jnp.full(3, jnp.nan)}
+    h = divergence.healthy()
+    state, h = divergence.guard(h, before, after, q_nan, limit, jnp.bool_(True), 4, 240)
+    assert np.array_equal(state["w"], np.zeros(3)) and bool(h.diverged)
+    assert (int(h.stage), int(h.step), int(h.member), int(h.cause)) == (4, 240, 0, 1)
+    # once frozen, a finite update is dropped and the record kept
+    state, h = divergence.guard(h, state, ok, q, jnp.inf, jnp.bool_(True), 5, 250)
+    assert np.array_equal(state["w"], np.zeros(3)) and int(h.stage) == 4
