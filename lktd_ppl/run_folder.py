@@ -11,18 +11,23 @@ A run folder holds:
 - ``metrics.csv``: one row per seed x evaluation: ``step, seed, episodes, mean_return`` (NaN when no
   episode ended since the previous evaluation), then every metric per action (``mse_E``,
   ``coverage_E``, ``coverage_equal_tailed_E``, ``width_E``, ``calibration50_E``,
-  ``start_sq_error_E``, ...); NaN before the burn-in ends;
+  ``start_sq_error_E``, ...); NaN before the burn-in ends; ``diverged`` (after ``mean_return``)
+  is 1 from the evaluation at which a seed diverged (:mod:`lktd_ppl.divergence`) on, and that
+  seed's metrics there are NaN;
 - ``samples.nc``: ArviZ DataTree (netCDF): group ``posterior`` with ``q`` dims
   ``(chain, draw, cell, action)``, the sampled Q-grids of the last ``sample_size`` training stages,
   in time order, thinned to at most ``max_draws`` draws per chain; chains are seed-major
   ``(seed, member)`` pairs (member = LKTD chain, BootDQN head; 1 for the point-estimate
-  baselines); group ``constant_data`` with the truth ``q_true`` and the scored-entry ``mask``;
+  baselines; the seeds that diverged are left out, named by the root attribute
+  ``diverged_seeds``, and a run whose every seed diverged has no ``samples.nc``); group
+  ``constant_data`` with the truth ``q_true`` and the scored-entry ``mask``;
   group ``final_parameters`` with the final flat parameter vector (``theta``, dims
   ``(chain, param)`` for the LKTD family, ``(seed, param)`` otherwise); root attributes name the
   algorithm, the seeds, members per seed and the environment step of each draw
   (``first_draw_step + draw * draw_step``);
-- ``checkpoint.npz``: the final learner state of every seed, one array per pytree leaf named by its
-  path (leading axis = seed); :func:`load_checkpoint` rebuilds the pytree. The replay buffer and the
+- ``checkpoint.npz``: the final learner state of every seed (a diverged seed's: its last finite
+  one), one array per pytree leaf named by its path (leading axis = seed); :func:`load_checkpoint`
+  rebuilds the pytree. The replay buffer and the
   sample ring are not saved: it is a final state to inspect or start from, not a resume point;
 - ``summary.md``: the table the command prints (last window, mean over seeds);
 - ``model.py`` (LKTD family): the run's copy of the NumPyro model file; ``config.json``'s
@@ -37,7 +42,7 @@ A control task's run folder (``--env CartPole-v1``, :func:`write_control_run`) h
 
 - ``metrics.csv``: one row per seed x evaluation: ``step, seed, eval_return`` (mean greedy return
   over the protocol's ``eval_episodes``), ``train_return`` (mean return of the training episodes
-  that ended since the previous evaluation; NaN if none);
+  that ended since the previous evaluation; NaN if none), ``diverged`` (as above);
 - ``episodes.csv``: every training episode: ``seed, episode, step`` (the step that ended it),
   ``return, length``;
 - ``samples.nc``: ``posterior`` ``q`` dims ``(chain, draw, cell, action)``: every member's Q at the

@@ -186,7 +186,7 @@ def test_same_seed_same_run_and_folder_reloads(tmp_path):
     np.testing.assert_array_equal(shifted["probe_q"][0], a["probe_q"][1])
     np.testing.assert_array_equal(shifted["eval_return"][0], a["eval_return"][1])
     rows = read_csv(tmp_path / "a" / "metrics.csv")
-    assert list(rows[0]) == ["step", "seed", "eval_return", "train_return"]
+    assert list(rows[0]) == ["step", "seed", "eval_return", "train_return", "diverged"]
     assert [int(r["step"]) for r in rows] == list(range(100, 900, 100)) * 2
     episodes = read_csv(tmp_path / "a" / "episodes.csv")
     assert list(episodes[0]) == ["seed", "episode", "step", "return", "length"]
@@ -200,7 +200,8 @@ def test_same_seed_same_run_and_folder_reloads(tmp_path):
     assert len(table) == 16
     kept = np.asarray(a["probe_q"])[:, 4:, 0]  # (seeds, draws, probes, A)
     np.testing.assert_allclose(table["mean"], kept.mean(axis=(0, 1)).reshape(-1), rtol=1e-5)
-    verdict = "mixed" if table["r_hat"].max() < 1.01 and table["ess_bulk"].min() >= 400 else ""
+    ess = min(table["ess_bulk"].min(), table["ess_tail"].min())
+    verdict = "mixed" if table["r_hat"].max() < 1.01 and ess >= 400 else ""
     assert f"Mixing (rank-normalised split R-hat): {verdict or 'not mixed'}" in report
 
 

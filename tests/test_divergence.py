@@ -15,6 +15,7 @@ import pytest
 
 from lktd_ppl import cli, divergence, training
 from lktd_ppl.agents.harness import Learner
+from lktd_ppl.diagnostics import diagnose
 
 # escape: 600 steps, training from step 200 every 10 steps, an evaluation every 200 steps
 TINY = [
@@ -31,11 +32,11 @@ TINY = [
     "-q",
 ]
 POISON_STAGE = 3  # the training stage at which poisoned runs blow up
-CONTROL = [  # CartPole: 400 steps, training from step 100, an evaluation every 100 steps
+CONTROL = [  # CartPole: 800 steps, training from step 100, an evaluation every 100 steps
     "--env",
     "CartPole-v1",
     "--steps",
-    "400",
+    "800",
     "--set",
     "control.train_start=100",
     "--set",
@@ -73,6 +74,25 @@ def poison(learner: Learner) -> Learner:
         return jax.tree.map(spoil, new)
 
     return learner._replace(update=update)
+
+
+def verdict_line(tree, label: str, mask=None) -> str:
+    """The verdict computed here from ArviZ's own functions on the draws of ``tree``."""
+    import arviz_stats as azs
+
+    def over(x):
+        v = np.asarray(x["q"].values)
+        return v[mask] if mask is not None else v.reshape(-1)
+
+    worst = float(np.max(over(azs.rhat(tree))))
+    bulk = float(np.min(over(azs.ess(tree, method="bulk"))))
+    tail = float(np.min(over(azs.ess(tree, method="tail"))))
+    mixed = worst < 1.01 and bulk >= 400 and tail >= 400
+    return (
+        f"Mixing ({label}): {'mixed' if mixed else 'not mixed'} (max R-hat {worst:.3f}, wanted "
+        f"< 1.01; min bulk ESS {bulk:.0f}, min tail ESS {tail:.0f}, wanted >= 400). This is "
+        "about mixing, not calibration."
+    )
 
 
 def all_finite(path) -> bool:
@@ -120,8 +140,8 @@ def test_control_freezes_the_diverged_seed_and_the_other_finishes(tmp_path, caps
     )
     rows = read_rows(out / "metrics.csv")
     by_seed = {s: [r for r in rows if int(r["seed"]) == s] for s in (bad, good)}
-    assert [r["diverged"] for r in by_seed[bad]] == ["0", "1", "1", "1"]
-    assert [r["diverged"] for r in by_seed[good]] == ["0", "0", "0", "0"]
+    assert [r["diverged"] for r in by_seed[bad]] == ["0"] + ["1"] * 7
+    assert [r["diverged"] for r in by_seed[good]] == ["0"] * 8
     assert np.isfinite(float(by_seed[bad][0]["eval_return"]))
     assert all(np.isnan(float(r["eval_return"])) for r in by_seed[bad][1:])
     assert all(np.isfinite(float(r["eval_return"])) for r in by_seed[good])
@@ -134,6 +154,11 @@ def test_control_freezes_the_diverged_seed_and_the_other_finishes(tmp_path, caps
     assert np.atleast_1d(tree.attrs["diverged_seeds"]).tolist() == [bad]
     summary = (out / "summary.md").read_text()
     assert f"- seed {bad} chain 0 diverged at training stage {POISON_STAGE}" in summary
+    # lktd diagnose: the verdict first (one chain: split R-hat, labelled so), with ArviZ's numbers
+    # over the last 4 of the 8 evaluations, and the diverged seed named
+    report = diagnose(out).splitlines()
+    assert report[2] == verdict_line(tree.isel(draw=slice(4, None)), "split R-hat within one chain")
+    assert report[3] == f"Seed(s) {bad} diverged and are left out of samples.nc (see summary.md)."
 
 
 def test_host_loop_freezes_the_diverged_seed(monkeypatch):
@@ -194,3 +219,38 @@ def test_assess_and_guard_freeze_the_bad_seed():
     # once frozen, a finite update is dropped and the record kept
     state, h = divergence.guard(h, state, ok, q, jnp.inf, jnp.bool_(True), 5, 250)
     assert np.array_equal(state["w"], np.zeros(3)) and int(h.stage) == 4
+
+
+def test_diagnose_an_escape_run_starts_with_the_verdict(tmp_path):
+    """A run folder of one chain (draws of a Gaussian around the truth, the second half shifted:
+    not mixed): the verdict is the split R-hat within the chain, labelled so, and its numbers are
+    ArviZ's over the scored entries; non-finite draws are flagged by chain."""
+    from lktd_ppl import diagnostics as dg
+    from lktd_ppl.agents.harness import make_task
+    from lktd_ppl.config import build_spec
+    from lktd_ppl.run_folder import sample_attrs, write_config
+
+    spec = build_spec(algo="dqn", steps=2000, sets=["escape.window=1000"])
+    out = tmp_path / "run"
+    write_config(out, spec)
+    task = make_task(spec.escape)
+    mask = np.asarray(task.mask)
+    truth = np.where(mask, np.asarray(task.truth), np.nan)
+    rng = np.random.default_rng(0)
+    q = np.nan_to_num(truth) + 0.1 * rng.standard_normal((1, 60, *truth.shape))
+    q[:, 30:] += 0.2
+    attrs = {**sample_attrs(spec, 1, np.arange(1, 61) * 10), "grid_size": 10}
+    tree = dg.q_samples_to_datatree(q.astype(np.float32), truth=truth, mask=mask, attrs=attrs)
+    dg.save_datatree(tree, out / "samples.nc")
+    report = diagnose(out).splitlines()
+    assert report[2] == verdict_line(tree, "split R-hat within one chain", mask)
+    assert "not mixed" in report[2]
+    from lktd_ppl.diagnostics.report import non_finite_lines
+
+    q = np.concatenate([q, q])
+    q[1, 3, 5, 1] = np.nan
+    lines = non_finite_lines(q, 1, {})
+    assert lines == [
+        "Non-finite draws: 1 of 48000 Q-values, in chain(s) 1 (seed-major, 1 member(s) per "
+        "seed): the run diverged; its R-hat, ESS and intervals are not meaningful."
+    ]

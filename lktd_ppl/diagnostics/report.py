@@ -57,6 +57,11 @@ def diagnose(folder: str | Path, *, trace_cells: Sequence[tuple[int, int]] | Non
     if not folder.is_dir():
         raise RunError(f"run folder {str(folder)!r} does not exist")
     if not (folder / "samples.nc").is_file():
+        if every_seed_diverged(folder):
+            raise RunError(
+                f"{str(folder)!r} has no samples.nc: every seed of the run diverged (see its "
+                "summary.md); there are no finite draws to diagnose"
+            )
         raise RunError(f"{str(folder / 'samples.nc')!r} does not exist: is it a run folder?")
     spec = spec_from_folder(folder)
     tree = dg.load_datatree(folder / "samples.nc")
@@ -76,8 +81,14 @@ def diagnose(folder: str | Path, *, trace_cells: Sequence[tuple[int, int]] | Non
         raise RunError(f"{str(folder)!r} holds only {n_draw} draws per chain; too few to diagnose")
     trace_cells = list(trace_cells or default_trace_cells(size, mask))
 
+    # ArviZ summary of every scored entry: the mixing verdict first, then the tables
+    table = dg.posterior_summary(tree, mask=mask)
+    table.to_csv(folder / "diagnostics.csv")
     lines = [
         f"# Diagnostics: {spec.algo} on {spec.env} ({folder})",
+        "",
+        mixing_verdict(table, n_chain),
+        *non_finite_lines(q, members, tree.attrs),
         "",
         f"{n_chain} chain(s) = {seeds} seed(s) x {members} member(s), {n_draw} draws each "
         f"(environment steps {first_step:,}..{first_step + (n_draw - 1) * draw_step:,}), "
@@ -94,9 +105,6 @@ def diagnose(folder: str | Path, *, trace_cells: Sequence[tuple[int, int]] | Non
             "across them also measures run-to-run agreement."
         )
 
-    # ArviZ summary of every scored entry, reduced per action
-    table = dg.posterior_summary(tree, mask=mask)
-    table.to_csv(folder / "diagnostics.csv")
     rows = convergence_rows(table, names)
     lines += ["", "## Convergence over scored entries (ArviZ)", ""]
     lines += _md_table(["action", "entries", *(h for h, *_ in _CONVERGENCE)], rows)
@@ -169,6 +177,57 @@ def diagnose(folder: str | Path, *, trace_cells: Sequence[tuple[int, int]] | Non
     return report
 
 
+RHAT_MAX = 1.01  # mixed: every entry's rank-normalised split R-hat below this
+ESS_MIN = 400  # and its bulk and tail ESS at least this
+
+
+def mixing_verdict(table: Any, n_chain: int) -> str:
+    """The report's one-line verdict on mixing from the ArviZ summary ``table``: mixed when
+    every entry's R-hat < 1.01 and bulk and tail ESS >= 400 (a non-finite value: not mixed).
+    One chain gets the split R-hat of its two halves, labelled so."""
+    worst = float(np.max(table["r_hat"].to_numpy()))
+    bulk = float(np.min(table["ess_bulk"].to_numpy()))
+    tail = float(np.min(table["ess_tail"].to_numpy()))
+    mixed = worst < RHAT_MAX and bulk >= ESS_MIN and tail >= ESS_MIN
+    label = "split R-hat within one chain" if n_chain < 2 else "rank-normalised split R-hat"
+    return (
+        f"Mixing ({label}): {'mixed' if mixed else 'not mixed'} (max R-hat {worst:.3f}, wanted "
+        f"< {RHAT_MAX}; min bulk ESS {bulk:.0f}, min tail ESS {tail:.0f}, wanted >= {ESS_MIN}). "
+        "This is about mixing, not calibration."
+    )
+
+
+def non_finite_lines(q: np.ndarray, members: int, attrs: Any) -> list[str]:
+    """Lines that flag non-finite draws (by chain) and seeds left out because they diverged."""
+    lines = []
+    bad = ~np.isfinite(q)
+    if bad.any():
+        chains = np.flatnonzero(bad.reshape(q.shape[0], -1).any(axis=1))
+        lines.append(
+            f"Non-finite draws: {int(bad.sum())} of {bad.size} Q-values, in chain(s) "
+            f"{', '.join(str(c) for c in chains)} (seed-major, {members} member(s) per seed): "
+            "the run diverged; its R-hat, ESS and intervals are not meaningful."
+        )
+    if "diverged_seeds" in attrs:
+        gone = ", ".join(str(s) for s in np.atleast_1d(attrs["diverged_seeds"]))
+        lines.append(f"Seed(s) {gone} diverged and are left out of samples.nc (see summary.md).")
+    return lines
+
+
+def every_seed_diverged(folder: Path) -> bool:
+    """Whether ``folder``'s metrics.csv marks every seed diverged (its last rows)."""
+    from lktd_ppl.run_folder import read_metrics
+
+    try:
+        cols = read_metrics(folder)
+    except RunError:
+        return False
+    if "diverged" not in cols:
+        return False
+    last = cols["step"] == cols["step"].max()
+    return bool(np.all(cols["diverged"][last] == 1))
+
+
 def convergence_rows(table: Any, names: Sequence[str]) -> list[list[str]]:
     """One row per action and one for all: entries, then the ``_CONVERGENCE`` columns."""
     actions = table.index.get_level_values("action").astype(str)
@@ -198,8 +257,13 @@ def diagnose_control(folder: Path, spec: Any, tree: Any) -> str:
             "(4 after the burn-in half): lower control.eval_every"
         )
     every = spec.control.eval_every
+    table = dg.posterior_summary(kept, mask=np.ones((probes, num_actions), bool))
+    table.to_csv(folder / "diagnostics.csv")
     lines = [
         f"# Diagnostics: {spec.algo} on {spec.env} ({folder})",
+        "",
+        mixing_verdict(table, n_chain),
+        *non_finite_lines(q, members, tree.attrs),
         "",
         f"{n_chain} chain(s) = {seeds} seed(s) x {members} member(s); Q at {probes} probe "
         f"states (early observations of each seed's run), one draw per evaluation "
@@ -207,17 +271,8 @@ def diagnose_control(folder: Path, spec: Any, tree: Any) -> str:
         "first half is burn-in). A control task has no exact truth: this report is about "
         "mixing and spread, not calibration.",
     ]
-    table = dg.posterior_summary(kept, mask=np.ones((probes, num_actions), bool))
-    table.to_csv(folder / "diagnostics.csv")
     rows = convergence_rows(table, names)
-    label = "split R-hat within one chain" if n_chain < 2 else "rank-normalised split R-hat"
-    worst = float(table["r_hat"].max())
-    ess = float(table["ess_bulk"].min())
-    mixed = worst < 1.01 and ess >= 400
     lines += [
-        "",
-        f"Mixing ({label}): {'mixed' if mixed else 'not mixed'} (max R-hat {worst:.3f}, "
-        f"wanted < 1.01; min bulk ESS {ess:.0f}, wanted >= 400).",
         "",
         "## Convergence over probe entries (ArviZ)",
         "",
