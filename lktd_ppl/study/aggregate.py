@@ -42,10 +42,12 @@ MIN_RUNS_CLOSEST = 4  # the targets' closest calibrated row: a gap over 2 runs h
 def split_diverged(data: dict) -> tuple[dict | None, int]:
     """(the runs whose last windows are finite, the number of runs that diverged).
 
-    A run diverged when its Q-grid became NaN or infinite (its MSE in the last windows is not
-    finite); such runs are left out of the rows and counted in the table's notes instead."""
+    A run diverged when the divergence guard froze it (``diverged``, :mod:`lktd_ppl.divergence`)
+    or its Q-grid became NaN or infinite (its MSE in the last windows is not finite); such runs
+    are left out of the rows and counted in the tables instead."""
     runs = data["w_mse"].shape[0]
     ok = np.isfinite(data["w_mse"][:, -LAST_WINDOWS:]).all(axis=(1, 2))
+    ok &= ~np.asarray(data.get("diverged", np.zeros(runs, bool)), bool)
     if ok.all():
         return data, 0
     if not ok.any():

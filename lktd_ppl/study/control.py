@@ -85,6 +85,7 @@ def run_batch(
     import jax
     import jax.numpy as jnp
 
+    from lktd_ppl.divergence import mask_after
     from lktd_ppl.training import make_train
 
     spec = row_spec(row, seeds)
@@ -93,6 +94,8 @@ def run_batch(
     keys = jnp.stack([jax.random.key(s) for s in seeds])
     res = train(keys, progress=False, log=log)
     wall = time.perf_counter() - t0
+    div = res["divergence"]  # a diverged seed's returns from its divergence on: NaN
+    steps = np.asarray(res["eval_steps"])
     path = batch_path(out, row, seeds)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_npz(
@@ -100,8 +103,9 @@ def run_batch(
         {
             "seeds": np.asarray(seeds),
             "eval_steps": np.asarray(res["eval_steps"]),
-            "eval_return": np.asarray(res["eval_return"], np.float32),
-            "train_return": np.asarray(res["train_return"], np.float32),
+            "eval_return": mask_after(res["eval_return"], steps, div).astype(np.float32),
+            "train_return": mask_after(res["train_return"], steps, div).astype(np.float32),
+            "diverged": np.asarray(div["diverged"], bool),
             "train_episodes": np.asarray(res["train_episodes"], np.int32),
             "best_return": np.asarray(res["best_return"], np.float32),
             "wall_time": np.float64(wall),  # the batch's, compilation included
@@ -127,6 +131,7 @@ def load_row(out: Path, row: ControlRow, seeds: list[int] | None = None) -> dict
         n = len(part["seeds"])
         part["wall_time"] = np.full(n, float(part["wall_time"]) / n)
         part["batch_size"] = np.full(n, int(part["batch_size"]))
+        part.setdefault("diverged", np.zeros(n, bool))  # a file from before the guard
         parts.append(part)
     if not parts:
         return None
@@ -158,7 +163,7 @@ def seed_scores(data: dict) -> dict[str, np.ndarray]:
 
 def summarise_row(data: dict) -> dict[str, Any]:
     """IQM and 95% stratified bootstrap interval of each score; wall time per seed."""
-    out: dict[str, Any] = {"runs": len(data["seeds"])}
+    out: dict[str, Any] = {"runs": len(data["seeds"]), "diverged": int(np.sum(data["diverged"]))}
     for name, scores in seed_scores(data).items():
         finite = scores[np.isfinite(scores)]
         point, lo, hi = stratified_bootstrap(finite) if len(finite) else (np.nan,) * 3
@@ -194,7 +199,8 @@ def write_tables(out: Path, rows: list[ControlRow], seeds: list[int]) -> dict[st
         "",
         "Scores per seed: " + "; ".join(f"**{k}** = {t}" for k, t in SCORE_TITLES.items()) + ".",
         "Wall time per seed: its batch's wall time (seeds vmapped, compilation included) divided "
-        "by the batch's seeds.",
+        "by the batch's seeds. Diverged: seeds the divergence guard froze (their returns from "
+        "the divergence on are left out of the scores).",
         "",
     ]
     csv_rows = []
@@ -202,26 +208,27 @@ def write_tables(out: Path, rows: list[ControlRow], seeds: list[int]) -> dict[st
         lines += [
             f"## {env}",
             "",
-            "| row | runs (seeds) | final | train | best | wall s/seed (batch) |",
-            "|---|---|---|---|---|---|",
+            "| row | runs (seeds) | final | train | best | wall s/seed (batch) | diverged |",
+            "|---|---|---|---|---|---|---|",
         ]
         for row in (r for r in rows if r.env == env):
             data = load_row(out, row, seeds)
             if data is None:
-                lines.append(f"| {row.name} | 0 | - | - | - | - |")
+                lines.append(f"| {row.name} | 0 | - | - | - | - | - |")
                 continue
             s = summarise_row(data)
             summaries[f"{env}/{row.name}"] = s
             lines.append(
                 f"| {row.name} | {s['runs']} ({seed_range(s['seeds'])}) | "
                 + " | ".join(fmt_interval(s[k]) for k in SCORES)
-                + f" | {s['wall_per_seed']:.1f} ({s['batch_size']}) |"
+                + f" | {s['wall_per_seed']:.1f} ({s['batch_size']}) | {s['diverged']} |"
             )
             csv_rows.append(
                 {
                     "env": env,
                     "row": row.name,
                     "runs": s["runs"],
+                    "diverged": s["diverged"],
                     **{
                         f"{k}_{p}": s[k][i]
                         for k in SCORES

@@ -80,6 +80,7 @@ def write_seed_files(
     m = res["config"]["evals_per_window"]
     last = res["final"]
     members = last["latest"].shape[1]
+    diverged = res.get("divergence", {}).get("diverged", np.zeros(len(seeds), bool))
     paths = []
     for j, seed in enumerate(seeds):
         cells = final_cells(
@@ -90,6 +91,7 @@ def write_seed_files(
             path,
             dict(
                 seeds=np.array([seed]),
+                diverged=np.array([bool(diverged[j])]),  # frozen by the divergence guard
                 window_steps=res["eval_steps"][m - 1 :: m],
                 mean_return=res["mean_return"][j : j + 1],
                 policy_frequency=last["policy_frequency"][j : j + 1],
@@ -113,6 +115,8 @@ def compact_part(part: dict) -> dict:
     seeds = np.asarray(part["seeds"], dtype=np.int64)
     runs = len(seeds)
     out = {"seeds": seeds, "window_steps": np.asarray(part["window_steps"])}
+    # files written before the divergence guard: not diverged by flag (the NaN check still holds)
+    out["diverged"] = np.asarray(part.get("diverged", np.zeros(runs, bool)), bool)
     for k, v in part.items():
         if k.startswith(("w_", "s_")):
             out[k] = np.asarray(v)[:, -LAST_WINDOWS:]
@@ -147,6 +151,8 @@ def folded_parts(folder: Path, files: list[Path] | None = None) -> list[dict]:
     """The compact parts of a row's folder: its compact file's, then each per-seed file's (of
     ``files``; default: all of them)."""
     parts = [dict(np.load(folder / COMPACT))] if (folder / COMPACT).is_file() else []
+    for part in parts:  # a compact file written before the divergence guard
+        part.setdefault("diverged", np.zeros(len(part["seeds"]), bool))
     for f in seed_files(folder) if files is None else files:
         with np.load(f) as z:
             parts.append(compact_part({k: z[k] for k in z.files if not k.startswith("c_")}))

@@ -93,9 +93,9 @@ def write_tables(
         "0.95). Widths are means over legal cells (the paper divides by legal cells a sum over all",
         "cells, about 11% more). Paper rows: official metrics.txt, 100 runs.",
         "",
-        "| config | runs | coverage E/N/W/S (avg) | equal-tailed E/N/W/S (avg) "
+        "| config | runs | diverged | coverage E/N/W/S (avg) | equal-tailed E/N/W/S (avg) "
         "| MSE E/N/W/S (avg) | width avg | calibration 50/80/90/95 (avg over actions) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def fmt(v, f="{:.3f}"):
@@ -103,15 +103,16 @@ def write_tables(
 
     for name, s in summaries.items():
         cal = "/".join(f"{np.nanmean(r):.3f}" for r in s["calibration"])
+        left_out = (diverged or {}).get(name.removesuffix(" vs Q*"), (0, 0))[0]
         lines.append(
-            f"| {name} | {s['runs']} | {fmt(s['coverage']['mean'])} | "
+            f"| {name} | {s['runs']} | {left_out} | {fmt(s['coverage']['mean'])} | "
             f"{fmt(s['coverage_equal_tailed']['mean'])} | {fmt(s['mse']['mean'], '{:.1e}')} | "
             f"{np.nanmean(s['width']['mean']):.3f} | {cal} |"
         )
         if name in PAPER:
             p = PAPER[name]
             mse = fmt(p["mse"], "{:.1e}") if p["mse"] else "-"
-            lines.append(f"| paper: {name} | 100 | {fmt(p['coverage'])} | - | {mse} | - | - |")
+            lines.append(f"| paper: {name} | 100 | - | {fmt(p['coverage'])} | - | {mse} | - | - |")
     lines += ["", "Start cell, actions E / N (trimmed means):", ""]
     for name, s in summaries.items():
         c = s["start_coverage"]["mean"]
@@ -124,7 +125,8 @@ def write_tables(
     if diverged:
         lines += [
             "",
-            "Diverged runs (NaN or infinite Q-values in the last windows; left out of the rows):",
+            "Diverged runs (frozen by the divergence guard, or NaN or infinite Q-values in the "
+            "last windows; left out of the rows, the column diverged):",
             "",
         ]
         lines += [f"- {n}: {d} of {r} runs" for n, (d, r) in diverged.items()]
