@@ -17,7 +17,8 @@ from lktd_ppl import cli, divergence, training
 from lktd_ppl.agents.harness import Learner
 from lktd_ppl.diagnostics import diagnose
 
-# escape: 600 steps, training from step 200 every 10 steps, an evaluation every 200 steps
+# escape: 600 steps, training from step 200 every 10 steps, an evaluation every 200 steps, small
+# buffers
 TINY = [
     "--steps",
     "600",
@@ -29,6 +30,10 @@ TINY = [
     "escape.train_start=200",
     "--set",
     "escape.burn_in_fraction=0.5",
+    "--set",
+    "escape.sample_size=50",
+    "--set",
+    "escape.buffer_size=1000",
     "-q",
 ]
 POISON_STAGE = 3  # the training stage at which poisoned runs blow up
@@ -254,3 +259,37 @@ def test_diagnose_an_escape_run_starts_with_the_verdict(tmp_path):
         "Non-finite draws: 1 of 48000 Q-values, in chain(s) 1 (seed-major, 1 member(s) per "
         "seed): the run diverged; its R-hat, ESS and intervals are not meaningful."
     ]
+
+
+def test_study_tables_count_diverged_runs():
+    """The escape study leaves flagged runs out and counts them; the control study's row summary
+    counts its diverged seeds, whose returns from the divergence on are NaN and out of the IQM."""
+    from lktd_ppl.study import aggregate as agg
+    from lktd_ppl.study.control import summarise_row
+
+    data = {
+        "w_mse": np.full((3, 6, 4), 1e-3),
+        "diverged": np.array([False, True, False]),
+        "seeds": np.arange(3),
+    }
+    kept, bad = agg.split_diverged(data)
+    assert bad == 1 and kept["seeds"].tolist() == [0, 2]
+    returns = np.array([[10.0, 20.0, 30.0], [10.0, np.nan, np.nan], [12.0, 22.0, 32.0]])
+    diverged = divergence.mask_after(
+        np.array([[10.0, 20.0, 30.0], [10.0, 500.0, 500.0], [12.0, 22.0, 32.0]]),
+        np.array([100, 200, 300]),
+        {"diverged": np.array([False, True, False]), "step": np.array([-1, 150, -1])},
+    )
+    np.testing.assert_array_equal(diverged, returns)
+    row = {
+        "seeds": np.arange(3),
+        "eval_return": diverged,
+        "train_return": diverged,
+        "best_return": np.array([30.0, 10.0, 32.0]),
+        "wall_time": np.ones(3),
+        "batch_size": np.full(3, 3),
+        "diverged": np.array([False, True, False]),
+    }
+    s = summarise_row(row)
+    assert (s["runs"], s["diverged"]) == (3, 1)
+    assert s["final"][0] == pytest.approx(21.0)  # the IQM of the two finite seeds' means 20, 22
