@@ -375,7 +375,7 @@ def write_run(out: str | Path, spec: RunSpec, results: dict) -> Path:
             truth,
             results["mask"],
             e.size,
-            title=f"95% intervals, seed {spec.first_seed}: {title}",
+            title=f"95% intervals, seed {spec.seed_list[kept[0]]}: {title}",
             path=out / "interval_heatmaps.png",
         )
     dg.plot_policy_quiver(

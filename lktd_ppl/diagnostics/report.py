@@ -154,7 +154,8 @@ def diagnose(folder: str | Path, *, trace_cells: Sequence[tuple[int, int]] | Non
 
     # plots
     written = ["calibration.png", "trace.png", "interval_heatmaps.png"]
-    title = f"{spec.algo}, seed {spec.first_seed}"
+    first_seed = int(np.atleast_1d(tree.attrs.get("seeds", spec.first_seed))[0])  # kept seeds
+    title = f"{spec.algo}, seed {first_seed}"
     dg.plot_calibration(first, truth, mask, title=title, path=folder / "calibration.png")
     dg.plot_trace(q, trace_cells, truth, size=size, path=folder / "trace.png")
     dg.plot_interval_heatmaps(
