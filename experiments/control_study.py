@@ -220,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         timing(rows, args.time, args.out)
         return 0
     if not args.aggregate_only:
+        for row in rows:  # every row's settings (a sweep's every value) checked before any runs
+            row_spec(row, seeds[: args.batch])
         for row in rows:
             if row.method == "kova" and (need := kova_estimate_s(row)) > KOVA_BUDGET_S:
                 print(

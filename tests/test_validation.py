@@ -227,8 +227,21 @@ def test_the_memory_estimate_refuses_a_run_beyond_the_available_memory():
     spec = build_spec(algo="dqn", seeds=4, check_memory=False)
     est = memory.estimate(spec)
     # the escape harness's sample ring: 100 cells x 4 actions x 3000 stages x 4 bytes per seed,
-    # held three times at the end of a run
-    assert est.parts["sample rings"] == 3 * 4 * 100 * 4 * 3000 * 4
+    # held seven times at a run's peak
+    assert est.parts["sample rings"] == 7 * 4 * 100 * 4 * 3000 * 4
     assert memory.check_fits(spec, available=est.total) == est
     with pytest.raises(RunError, match=r"the run needs about .* for 4 seed\(s\) x 1 member"):
         memory.check_fits(spec, available=est.total - 1)
+
+
+def test_a_study_checks_every_row_before_any_runs():
+    """A grid of rows (a sweep of step sizes) is refused at its bad value, before any row runs."""
+    from lktd_ppl.study.command import row_problem
+    from lktd_ppl.study.runner import Row
+
+    grid = {f"eps{e:g}": Row("lktd", "paper", {"step_size": e}, 1) for e in (1e-5, math.inf, -1)}
+    with _Counting() as compiles:
+        problem = row_problem(grid, list(grid), 2000, 2)
+    assert problem == "row epsinf: sampler.step_size must be a positive finite number, got inf"
+    assert compiles == []
+    assert row_problem(grid, ["eps1e-05"], 2000, 2) is None

@@ -88,6 +88,24 @@ def aggregate_study(rows: dict[str, Row], out: Path, q_star: set[str]) -> int:
     return 0
 
 
+def row_problem(rows: dict[str, Row], chosen: list[str], steps: int, batch: int) -> str | None:
+    """The first row whose settings are refused (checked on the host, every row before any
+    runs: a bad value of a grid would otherwise surface only at its row's turn), or None."""
+    from lktd_ppl.config import build_spec
+    from lktd_ppl.study.runner import row_settings
+
+    for name in chosen:
+        row = rows[name]
+        try:
+            settings = row_settings(row.algo, row.preset, row.overrides)
+            escape = settings.pop("escape")
+            config = {"agent": settings, "escape": escape}
+            build_spec(algo=row.algo, config=config, steps=steps, seeds=batch)
+        except ValueError as e:
+            return f"row {name}: {e}"
+    return None
+
+
 def main(
     rows: dict[str, Row],
     argv: list[str] | None,
@@ -111,6 +129,9 @@ def main(
     unknown = [c for c in chosen if c not in rows]
     if unknown:
         print(f"study: unknown config(s) {unknown}; known: {', '.join(rows)}", file=sys.stderr)
+        return 2
+    if not args.aggregate_only and (problem := row_problem(rows, chosen, args.steps, args.batch)):
+        print(f"study: {problem}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.aggregate_only and args.workers > 1:
