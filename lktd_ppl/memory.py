@@ -18,12 +18,13 @@ from typing import Any
 from lktd_ppl.settings import RunError
 
 F32 = 4
-# the compiled program, XLA's buffers and the host copies of the per-chunk metrics: measured peaks
-# of small runs less the arrays counted below (experiments/results/bench_memory.md)
-FIXED_BYTES = 200 * 2**20
-# copies of the escape harness's sample ring at a run's end: the carry, the final summary's copy
-# on the device, the host copy, the thinned draws written to samples.nc
-RING_COPIES = 3
+# the compiled program, XLA's buffers and the host copies of the per-chunk metrics: the peak of a
+# one-seed escape run less its arrays, about 300 MiB on CPU (experiments/results/bench_memory.md)
+FIXED_BYTES = 300 * 2**20
+# ring-sized buffers per member at a run's peak: the carry, the evaluation's masked and sorted
+# copies for the quantiles (all seeds at once under vmap), the final summary's copy, the host copy;
+# measured about 7 (32 escape DQN seeds: 33.6 MB more per seed of a 4.8 MB ring)
+RING_COPIES = 7
 # copies of the carried state during a chunk: its buffer, the loop's output (donated on the next
 # call), and the host/device transfer at the end
 STATE_COPIES = 2
