@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lktd_ppl import validation
 from lktd_ppl.agents.harness import Learner, ReplayProtocol, epsilon_at, epsilon_greedy
 from lktd_ppl.envs.gymnax_env import ControlEnv, make_env
 from lktd_ppl.replay import Replay, example_transition
@@ -82,6 +83,7 @@ class ControlConfig(ReplayProtocol):
         return self.task.num_actions
 
     def validate(self) -> None:
+        validation.check(self, "control.", ValueError)  # each field's range (the table's)
         problems = self.replay_problems()
         if self.eval_every <= 0:
             problems.append("eval_every must be positive")

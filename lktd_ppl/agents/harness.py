@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lktd_ppl import validation
 from lktd_ppl.envs import escape
 from lktd_ppl.envs.truth import q_epsilon_greedy, q_star
 from lktd_ppl.metrics import Metrics, greedy_policy_frequency, interval_metrics
@@ -87,6 +88,7 @@ class EscapeConfig(ReplayProtocol):
         return int(round(self.burn_in_fraction * self.total_steps))
 
     def validate(self) -> None:
+        validation.check(self, "escape.", ValueError)  # each field's range (the table's)
         problems = self.replay_problems()
         if self.window % self.evals_per_window:
             problems.append("window must be a multiple of evals_per_window")
