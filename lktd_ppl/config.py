@@ -450,21 +450,12 @@ def _check_escape(e: Any) -> None:
 
 
 def _check_agent(alg: registry.Algorithm, agent: Any, escape: Any, name: str = "escape") -> None:
-    if alg.samples_model:
-        for key in ("num_chains",):
-            if getattr(agent, key) < 1:
-                raise RunError(f"{key} must be at least 1, got {getattr(agent, key)}")
-        if agent.sampler.kappa < 1:
-            raise RunError(f"sampler.kappa must be at least 1, got {agent.sampler.kappa}")
-        for key in ("pseudo_population", "step_size"):
-            if not getattr(agent.sampler, key) > 0:
-                raise RunError(f"sampler.{key} must be positive, got {getattr(agent.sampler, key)}")
-    elif agent.gamma != escape.gamma:
+    """The baselines' discount must be the protocol's (each field's range is checked before, by
+    :func:`lktd_ppl.validation.check`; the LKTD family's discount is its model's)."""
+    if not alg.samples_model and agent.gamma != escape.gamma:
         raise RunError(
             f"gamma ({agent.gamma}) differs from {name}.gamma ({escape.gamma}); set both"
         )
-    if alg.members_field and alg.members(agent) < 1:
-        raise RunError(f"{alg.members_field} must be at least 1, got {alg.members(agent)}")
 
 
 # -- config files ----------------------------------------------------------------------------------
