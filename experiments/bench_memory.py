@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         "importing JAX and the package; estimate = `lktd_ppl.memory.estimate` of the same spec "
         "(its fixed allowance for JAX and the compiled program included).",
         "",
+        f"Run times include compilation; load average at the end {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores (other processes shared the machine).",
+        "",
         "| configuration | measured (MiB) | estimate (MiB) | measured / estimate | run (s) |",
         "|---|---:|---:|---:|---:|",
     ]
