@@ -194,6 +194,8 @@ def sample(
         sampler = SamplerConfig(pseudo_population=float(size), step_size=1e-4)
     config = sampler.replace(**settings)
     check_sample_arguments(config, num_chains, num_samples, num_warmup)
+    if init_positions is not None and not np.isfinite(np.asarray(init_positions)).all():
+        raise DataError("init_positions holds NaN or inf: every starting value must be finite")
     data = {k: jnp.asarray(v) for k, v in data.items() if k != STAGE_KEY}
     example = {**jax.tree.map(lambda a: a[:batch_size], data), STAGE_KEY: jnp.int32(0)}
     ssm = from_numpyro(model, example)

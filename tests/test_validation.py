@@ -144,6 +144,8 @@ def _api_call(change: str) -> dict:
     kwargs = dict(key=jax.random.key(0), num_chains=2, num_samples=5, step_size=5e-4)
     name, _, text = change.partition("=")
     value = float(text) if text in ("nan", "inf") else ast.literal_eval(text)
+    if name == "init_positions":  # every chain's start at ``value``: (chains, p = 3)
+        value = np.full((kwargs["num_chains"], 3), value, np.float32)
     if "[" in name:  # an entry of the data: y[3]=nan
         array, index = name.rstrip("]").split("[")
         data[array].reshape(-1)[int(index)] = value
@@ -245,3 +247,10 @@ def test_a_study_checks_every_row_before_any_runs():
     assert problem == "row epsinf: sampler.step_size must be a positive finite number, got inf"
     assert compiles == []
     assert row_problem(grid, ["eps1e-05"], 2000, 2) is None
+
+
+def test_the_listener_sees_a_compilation():
+    """The cases' 'no compilation' holds because none happened, not because none is seen."""
+    with _Counting() as compiles:
+        jax.jit(lambda x: x * 3.0 + 1.0)(np.zeros((7, 13), np.float32)).block_until_ready()
+    assert compiles != []
