@@ -28,6 +28,8 @@ RING_COPIES = 7
 # copies of the carried state during a chunk: its buffer, the loop's output (donated on the next
 # call), and the host/device transfer at the end
 STATE_COPIES = 2
+# copies of what a run returns per chunk: the device's, the host's, the stacked arrays
+OUTPUT_COPIES = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +85,19 @@ def learner_bytes(
     return 4 * F32 * q, 0, f"{algo} (p = {q:,})"  # params, target, two optimiser moments
 
 
+def output_bytes(spec: Any, num_actions: int) -> int:
+    """Bytes one seed's run returns besides its state: the escape harness's metrics per chunk
+    (eight (A,)-or-(4, A) arrays against two truths, the return and the episode count), or the
+    control harness's per-step episode records (ended, return, length) and Q at the probes per
+    evaluation."""
+    proto = spec.protocol
+    if spec.control is None:
+        return proto.total_steps // proto.chunk_steps * F32 * (22 * num_actions + 2)
+    evals = proto.total_steps // proto.eval_every
+    probes = spec.members * proto.num_probes * num_actions
+    return proto.total_steps * 3 * F32 + evals * F32 * (probes + 3)
+
+
 def estimate(spec: Any, p: int | None = None) -> Estimate:
     """The memory ``spec`` (a :class:`~lktd_ppl.config.RunSpec`) needs; ``p``: the LKTD family's
     parameter count (from :func:`lktd_ppl.validation.model_facts`)."""
@@ -99,6 +114,7 @@ def estimate(spec: Any, p: int | None = None) -> Estimate:
         "replay buffers": STATE_COPIES * seeds * replay,
         label: STATE_COPIES * seeds * learner,
     }
+    parts["per-step outputs"] = OUTPUT_COPIES * seeds * output_bytes(spec, num_actions)
     if spec.control is None:
         cells = proto.size**2
         grid = cells * num_actions * F32

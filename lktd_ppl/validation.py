@@ -160,14 +160,14 @@ class Each(Rule):
 
 @dataclasses.dataclass(frozen=True)
 class Text(Rule):
-    """Any value of the field's type (text, a switch, or a structure its class checks itself);
-    ``note`` says where it is checked."""
+    """Any value of type ``kind`` (text, a switch, or a structure its class checks itself);
+    ``note`` describes it."""
 
     note: str = "any value"
     kind: type = str
 
     def ok(self, value: Any) -> bool:
-        return isinstance(value, self.kind | tuple) if self.kind is tuple else True
+        return isinstance(value, self.kind)
 
     def describe(self) -> str:
         return self.note

@@ -207,6 +207,7 @@ def test_every_default_is_allowed():
         (validation.INIT_SD, [0.1, 0.0, None, "torch"], [-1.0, "flax"]),
         (validation.Interval(0, lo_open=True, allow_inf=True), [math.inf, 2.0], [0.0, math.nan]),
         (validation.WIDTHS, [(32, 32), ()], [(0,), (32.5,), "32"]),
+        (validation.BOOL, [True, False], ["yes", 1]),
     ],
 )
 def test_rules(rule, good, bad):
