@@ -67,9 +67,11 @@ def learner_bytes(
 ) -> tuple[int, int, str]:
     """(bytes of one seed's learner state, extra replay bytes per item, a label)."""
     if algo in ("lktd", "sgld", "sghmc"):
-        # per chain: theta, the running squared drift (or momentum), xi and its kin per row
+        # per chain: theta, the running squared drift (or momentum), xi and its kin per row, and
+        # the target copy where there is one
         p = int(p or 0)
-        return agent.num_chains * F32 * (3 * p + 3 * batch), 0, f"{algo} chains (p = {p:,})"
+        copies = 4 if getattr(agent, "target_every", 0) else 3
+        return agent.num_chains * F32 * (copies * p + 3 * batch), 0, f"{algo} chains (p = {p:,})"
     hidden = tuple(getattr(agent, "hidden", (32, 32)))
     if algo == "bootdqn":
         core = mlp_params(obs_dim, hidden, 0) if hidden else 0

@@ -278,6 +278,7 @@ RANGES: dict[tuple[str, str], Rule] = {
                 tuple,
             ),
             "chain_batching": Choice(("auto", "map", "vmap")),
+            "target_every": Interval(0, integer=True),  # 0: no target copy
         }.items()
     },
     **{("DQNConfig", k): r for k, r in _NETWORK.items()},
@@ -426,9 +427,12 @@ class ModelFacts:
     gamma: float | None
 
 
-def model_facts(spec: str, obs_dim: int, num_actions: int, rows: int = 5) -> ModelFacts:
+def model_facts(
+    spec: str, obs_dim: int, num_actions: int, rows: int = 5, target: bool = False
+) -> ModelFacts:
     """Trace the model ``spec`` abstractly (``jax.eval_shape``: shapes only, nothing compiled) on
-    ``rows`` transitions of the environment's sizes."""
+    ``rows`` transitions of the environment's sizes (``target``: with the target copy's Q-values
+    at s', ``batch["next_q_target"]``)."""
     import jax
     import jax.numpy as jnp
     from numpyro import handlers
@@ -444,6 +448,8 @@ def model_facts(spec: str, obs_dim: int, num_actions: int, rows: int = 5) -> Mod
         item = example_transition(obs_dim, num_actions)
         batch = {k: jnp.broadcast_to(v, (rows, *v.shape)) for k, v in item.items()}
         batch[STAGE_KEY] = jnp.int32(0)
+        if target:
+            batch["next_q_target"] = jnp.zeros((rows, num_actions), jnp.float32)
         tr = handlers.trace(handlers.seed(fn, rng_seed=0)).get_trace(batch)
         kept = {}
         for name, site in tr.items():
@@ -509,7 +515,8 @@ def check_spec(spec: Any, model: bool = True) -> ModelFacts | None:
 
     obs_dim, num_actions = dims(spec)
     try:
-        facts = model_facts(spec.agent.model, obs_dim, num_actions)
+        target = bool(getattr(spec.agent, "target_every", 0))
+        facts = model_facts(spec.agent.model, obs_dim, num_actions, target=target)
     except ModelError as e:
         raise RunError(str(e)) from None
     found = model_problems(facts, spec.agent.model, spec.protocol, name, num_actions)
