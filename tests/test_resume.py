@@ -192,7 +192,7 @@ def test_resume_refuses_changed_settings_versions_and_a_finished_run(
 # --------------------------------------------------------------------------------------------
 
 
-def tiny_escape(steps: int = 4000):
+def tiny_escape(steps: int = 2000):
     from lktd_ppl.config import build_spec
 
     return build_spec(algo="dqn", steps=steps, sets=[*SETS, "hidden=8"])
@@ -212,7 +212,7 @@ def test_chunks_per_call_and_checkpoint_interval_change_no_result(tmp_path):
         train = make_train(spec.escape, learner, chunks_per_call=per_call)
         runs[per_call] = train(keys, progress=False, checkpoint=ckpt)
         if ckpt is not None:  # a save after every call but the last
-            assert ckpt.saves == 40 // per_call - 1
+            assert ckpt.saves == 20 // per_call - 1
     a = runs[None]
     for b in (runs[1],):
         for name in ("metrics", "metrics_qstar"):
@@ -333,3 +333,93 @@ def test_interrupted_checkpointer_saves_then_raises(tmp_path):
     assert str(stop.value) == "stopped by SIGINT at step 20 of 100"
     assert training.checkpoint.read_meta(tmp_path / "c.npz") == {"config": 1, "step": 20}
     ckpt.after_call(100, 100, lambda: {})  # the last call: the run finishes whatever was asked
+
+
+# --------------------------------------------------------------------------------------------
+# the control harnesses: gymnax resumes bitwise; a Gymnasium run restarts its open episodes
+# --------------------------------------------------------------------------------------------
+
+# test_control's and test_gymnasium's small runs: their compiled programs are read back
+CONTROL_SETS = [
+    "control.max_episode_steps=12",
+    "control.eps_end=1.0",
+    "control.train_start=200",
+    "control.eval_every=300",
+    "control.eval_episodes=2",
+    "control.buffer_size=2000",
+    "control.num_probes=8",
+    "hidden=8",
+]
+CHAIN_SETS = [
+    "hidden=8",
+    "control.max_episode_steps=3",
+    "control.eps_end=1.0",
+    "control.train_start=200",
+    "control.eval_every=300",
+    "control.eval_episodes=2",
+    "control.best_eval_episodes=5",
+    "control.num_probes=8",
+]
+
+
+def stop_at_first_evaluation(path: Path, train, keys) -> int:
+    """Run ``train`` until SIGTERM's flag, raised at its first log line, stops it; the step."""
+    ckpt = Checkpointer(path, every_seconds=1e9)
+    with pytest.raises(Interrupted) as stop:
+        train(
+            keys, progress=False, log=lambda line: setattr(ckpt, "stop_signal", 15), checkpoint=ckpt
+        )
+    return stop.value.step
+
+
+def test_gymnax_run_stopped_and_resumed_equals_the_uninterrupted_one(tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    from lktd_ppl.config import build_spec
+
+    spec = build_spec(algo="dqn", env="CartPole-v1", steps=900, sets=CONTROL_SETS)
+    train = training.make_train(spec)
+    keys = jnp.stack([jax.random.key(0)])
+    a = train(keys, progress=False)
+    assert stop_at_first_evaluation(tmp_path / "r.npz", train, keys) == 300
+    b = train(keys, progress=False, checkpoint=Checkpointer(tmp_path / "r.npz", resume=True))
+    for k in ("eval_return", "train_return", "probe_q", "best_return", "eval_steps"):
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    for k in a["episodes"]:
+        np.testing.assert_array_equal(a["episodes"][k], b["episodes"][k], err_msg=k)
+    for x, y in zip(jax.tree.leaves(a["state"]), jax.tree.leaves(b["state"]), strict=True):
+        x, y = (
+            jax.random.key_data(v) if jax.dtypes.issubdtype(v.dtype, jax.dtypes.prng_key) else v
+            for v in (x, y)
+        )
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_gymnasium_run_resumes_with_its_open_episodes_restarted(tmp_path):
+    import sys
+
+    import jax
+    import jax.numpy as jnp
+
+    from lktd_ppl.config import build_spec
+
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # chain_env:Chain-v0 imports the module from the tests folder
+        sys.path.insert(0, here)
+    spec = build_spec(algo="dqn", env="chain_env:Chain-v0", steps=600, seeds=2, sets=CHAIN_SETS)
+    train = training.make_train(spec)
+    keys = jnp.stack([jax.random.key(0), jax.random.key(1)])
+    a = train(keys, progress=False)
+    assert stop_at_first_evaluation(tmp_path / "r.npz", train, keys) == 300
+    b = train(keys, progress=False, checkpoint=Checkpointer(tmp_path / "r.npz", resume=True))
+    np.testing.assert_array_equal(b["eval_steps"], [300, 600])
+    np.testing.assert_array_equal(a["eval_return"][:, 0], b["eval_return"][:, 0])  # before the stop
+    np.testing.assert_array_equal(a["probes"], b["probes"])  # taken before train_start
+    # the training schedule goes on: a stage every 4 steps from step 200 to 600
+    np.testing.assert_array_equal(a["state"].updates, [101, 101])
+    np.testing.assert_array_equal(b["state"].updates, [101, 101])
+    ea, eb = (r["episodes"] for r in (a, b))
+    for k in ea:
+        np.testing.assert_array_equal(ea[k][ea["step"] <= 300], eb[k][eb["step"] <= 300])
+    assert b["episodes"]["step"].max() > 300 and np.isfinite(b["eval_return"]).all()
