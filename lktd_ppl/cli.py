@@ -99,8 +99,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     LKTD (default settings: the paper's spike-and-slab MLP, one chain) on the 10x10 escape room;
     prints coverage, equal-tailed coverage, MSE and interval width per action against the exact
-    ground-truth Q over the last window, and writes a run folder with plots. About a minute on a
-    2-core CPU."""
+    ground-truth Q over the last window, and writes a run folder with plots (a run already in
+    --out is removed whole first). About a minute on a 2-core CPU."""
     from lktd_ppl import training
 
     spec = config.build_spec(algo="lktd", steps=args.steps, seeds=args.seeds, sets=args.set)
@@ -113,8 +113,11 @@ def _train(args: argparse.Namespace) -> int:
     """train an algorithm on an environment and write a run folder
 
     Train one algorithm over several seeds (vmapped) and write a run folder: config.json (reload
-    with --config to reproduce), metrics.csv, samples.nc (ArviZ), checkpoint.npz, summary.md and
-    plots. Precedence: --preset, then --config, then --set, then the other flags."""
+    with --config to reproduce), metrics.csv, samples.nc (ArviZ), checkpoint.npz, summary.md,
+    plots, run.json (command, package versions) and status.json. While it runs, resume.npz and
+    metrics.csv so far are saved every --checkpoint-every seconds; SIGTERM or Ctrl-C saves them and
+    exits; --resume DIR continues. Precedence: --preset, then --config, then --set, then the other
+    flags."""
     from lktd_ppl import training
 
     if args.resume:

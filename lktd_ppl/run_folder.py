@@ -23,7 +23,15 @@ A run folder holds:
   (``first_draw_step + draw * draw_step``);
 - ``checkpoint.npz``: the final learner state of every seed, one array per pytree leaf named by its
   path (leading axis = seed); :func:`load_checkpoint` rebuilds the pytree. The replay buffer and the
-  sample ring are not saved: it is a final state to inspect or start from, not a resume point;
+  sample ring are not saved: it is a final state to inspect or start from (the resume point of an
+  unfinished run is ``resume.npz``, below);
+- ``status.json``: ``running``, ``finished``, ``interrupted`` or ``failed``, the step reached, a
+  message, and the process that wrote it; ``run.json``: the command line that started the run and
+  each that resumed it, the package versions and the host;
+- ``resume.npz`` (while the run is unfinished): the harness's whole carry (learner, replay buffer,
+  environment, keys, sample ring) and its outputs so far (:mod:`lktd_ppl.checkpoint`), with
+  ``metrics.csv`` so far, rewritten atomically between jitted calls; ``lktd train --resume``
+  continues from it and removes it when the run finishes;
 - ``summary.md``: the table the command prints (last window, mean over seeds);
 - ``model.py`` (LKTD family): the run's copy of the NumPyro model file; ``config.json``'s
   ``agent.model`` points at it (a relative model path in a config file is relative to the file's
