@@ -87,12 +87,20 @@ def reference_run(base: Path, algo: str = "dqn") -> tuple[int, tuple[str, str]]:
 
 def start_background_runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("resume")
-    pool = ThreadPoolExecutor(2)
-    return base, pool.submit(reference_run, base), pool.submit(interrupted_run, base)
+    return base, ThreadPoolExecutor(1).submit(interrupted_run, base)
+
+
+@pytest.fixture(scope="module")
+def reference(background_runs) -> dict:
+    """The uninterrupted run of ``RUN``, in this process (the same compiled programs)."""
+    from lktd_ppl.config import build_spec
+
+    spec = build_spec(algo="dqn", steps=10000, sets=[*SETS, "hidden=8"])
+    return training.execute(spec, background_runs[0] / "reference")
 
 
 def test_sigterm_saves_and_says_how_to_resume(background_runs):
-    base, _, stopped = background_runs
+    base, stopped = background_runs
     code, err = stopped.result()["sigterm"]
     assert code == 128 + signal.SIGTERM, err
     lines = err.strip().splitlines()
@@ -105,9 +113,9 @@ def test_sigterm_saves_and_says_how_to_resume(background_runs):
     assert 0 < status["step"] < 10000 and status["step"] % 1000 == 0
 
 
-def test_killed_and_resumed_run_equals_the_uninterrupted_one(background_runs):
-    base, reference, stopped = background_runs
-    check_equal_runs(base, reference.result(), stopped.result(), "dqn")
+def test_killed_and_resumed_run_equals_the_uninterrupted_one(background_runs, reference):
+    base, stopped = background_runs
+    check_equal_runs(base, stopped.result(), "dqn")
 
 
 @pytest.mark.slow
@@ -116,16 +124,16 @@ def test_killed_and_resumed_lktd_run_equals_the_uninterrupted_one(tmp_path):
     with ThreadPoolExecutor(2) as pool:
         reference = pool.submit(reference_run, tmp_path, "lktd")
         stopped = pool.submit(interrupted_run, tmp_path, "lktd")
-        check_equal_runs(tmp_path, reference.result(), stopped.result(), "lktd")
+        code, (_, err) = reference.result()
+        assert code == 0, err
+        check_equal_runs(tmp_path, stopped.result(), "lktd")
 
 
-def check_equal_runs(base: Path, reference: tuple, got: dict, algo: str) -> None:
+def check_equal_runs(base: Path, got: dict, algo: str) -> None:
     code, killed_at, first = got["sigkill"]
     assert code == -signal.SIGKILL and first < killed_at < 10000
     assert got["state_after_sigkill"] == "interrupted"  # status "running", its process gone
     code, (out, err) = got["resumed"]
-    assert code == 0, err
-    code, (_, err) = reference
     assert code == 0, err
     a, b = base / "reference", base / "stopped"
     assert (a / "metrics.csv").read_text() == (b / "metrics.csv").read_text()
@@ -156,9 +164,9 @@ def resume_error(capsys, folder: Path, *extra: str) -> str:
 
 
 def test_resume_refuses_changed_settings_versions_and_a_finished_run(
-    background_runs, capsys, monkeypatch
+    background_runs, reference, capsys, monkeypatch
 ):
-    base, reference, stopped = background_runs
+    base, stopped = background_runs
     stopped.result()
     folder = base / "stopped_copy"
     err = resume_error(capsys, folder, "--steps", "40000")
@@ -179,7 +187,6 @@ def test_resume_refuses_changed_settings_versions_and_a_finished_run(
         f"interrupted run's: jax {installed['jax']!r} -> '0.0.1'"
     )
     monkeypatch.undo()
-    reference.result()
     err = resume_error(capsys, base / "reference")
     assert err == (
         f"lktd train: error: --resume '{base / 'reference'}': the run is finished; "
@@ -198,33 +205,30 @@ def tiny_escape(steps: int = 2000):
     return build_spec(algo="dqn", steps=steps, sets=[*SETS, "hidden=8"])
 
 
-def test_chunks_per_call_and_checkpoint_interval_change_no_result(tmp_path):
+def test_chunks_per_call_and_checkpoint_interval_change_no_result(reference, tmp_path):
+    """One chunk per call with a checkpoint after every call gives the reference run (ten chunks
+    per call, no checkpoint before its end) bit for bit."""
     import jax
 
     from lktd_ppl.agents.harness import make_train
+    from lktd_ppl.config import build_spec
 
-    spec = tiny_escape()
-    learner = training.make_learner(spec)
-    keys = jax.numpy.stack([jax.random.key(0), jax.random.key(1)])
-    runs = {}
-    for per_call, every in ((None, None), (1, 0.0)):
-        ckpt = None if every is None else Checkpointer(tmp_path / f"{per_call}.npz", every)
-        train = make_train(spec.escape, learner, chunks_per_call=per_call)
-        runs[per_call] = train(keys, progress=False, checkpoint=ckpt)
-        if ckpt is not None:  # a save after every call but the last
-            assert ckpt.saves == 20 // per_call - 1
-    a = runs[None]
-    for b in (runs[1],):
-        for name in ("metrics", "metrics_qstar"):
-            for k in a[name]:
-                np.testing.assert_array_equal(a[name][k], b[name][k], err_msg=k)
-        for k in ("samples", "valid", "slot", "latest"):
-            np.testing.assert_array_equal(a["final"][k], b["final"][k], err_msg=k)
-        leaves = jax.tree.leaves(a["state"].learner), jax.tree.leaves(b["state"].learner)
-        for x, y in zip(*leaves, strict=True):
-            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    # seeds differ
-    assert np.abs(a["final"]["latest"][0] - a["final"]["latest"][1]).max() > 1e-3
+    spec = build_spec(algo="dqn", steps=10000, sets=[*SETS, "hidden=8"])
+    ckpt = Checkpointer(tmp_path / "every_call.npz", every_seconds=0.0)
+    train = make_train(spec.escape, training.make_learner(spec), chunks_per_call=1)
+    b = train(jax.random.key(0)[None], progress=False, checkpoint=ckpt)
+    assert ckpt.saves == 99  # after every call but the last
+    a = reference
+    for name in ("metrics", "metrics_qstar"):
+        for k in a[name]:
+            np.testing.assert_array_equal(a[name][k], b[name][k], err_msg=k)
+    for k in ("samples", "valid", "slot", "latest"):
+        np.testing.assert_array_equal(a["final"][k], b["final"][k], err_msg=k)
+    leaves = jax.tree.leaves(a["state"].learner), jax.tree.leaves(b["state"].learner)
+    for x, y in zip(*leaves, strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    for k in ("mean_return", "episodes"):
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
 def test_checkpoint_round_trips_keys_of_every_implementation(tmp_path):
