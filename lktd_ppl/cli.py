@@ -141,8 +141,23 @@ def _train(args: argparse.Namespace) -> int:
     env_name = spec.env.replace(":", "-").replace("/", "-")  # module:EnvId-v0, namespace/EnvId
     out = Path(args.out) if args.out else Path("runs") / f"{env_name}-{spec.algo}"
     training.check_folder(out, args.overwrite)
+    _note_replaced(out, args.quiet)
     _train_and_report(spec, out, args, args.overwrite)
     return 0
+
+
+def _note_replaced(out: Path, quiet: bool) -> None:
+    """Say so when the run folder holds an unfinished run that the new run replaces."""
+    from lktd_ppl.run_folder import folder_state, read_status
+
+    state = folder_state(out)
+    if state in ("interrupted", "failed") and not quiet:
+        step = read_status(out).get("step")
+        at = f" at step {step:,}" if isinstance(step, int) else ""
+        eprint(
+            f"replacing the {state} run in {out} (stopped{at}); 'lktd train --resume {out}' "
+            "continues such a run instead"
+        )
 
 
 def _resume(args: argparse.Namespace) -> int:

@@ -142,6 +142,15 @@ def check_resume(out: str | Path, spec: RunSpec) -> Path:
     return out
 
 
+def _mark(out: Path, state: str, step: int | None = None, message: str = "") -> None:
+    """Write the status of a run that stopped; a folder that cannot take it any more (removed,
+    full disk) leaves the error that stopped the run to be reported."""
+    try:
+        rf.write_status(out, state, step=step, message=message)
+    except OSError:
+        pass
+
+
 def execute(
     spec: RunSpec,
     out: str | Path,
@@ -192,11 +201,11 @@ def execute(
             results = train(keys, progress=progress, log=log, checkpoint=ckpt)
         rf.write_run(out, spec, results, config=config)
     except checkpoint.Interrupted as stop:
-        rf.write_status(out, "interrupted", step=stop.step, message=str(stop))
+        _mark(out, "interrupted", step=stop.step, message=str(stop))
         raise
     except BaseException as e:
         state = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        rf.write_status(out, state, message=str(e).strip().split("\n")[0] or type(e).__name__)
+        _mark(out, state, message=str(e).strip().split("\n")[0] or type(e).__name__)
         raise
     (out / rf.RESUME_FILE).unlink(missing_ok=True)
     results["checkpoint_saves"], results["checkpoint_seconds"] = ckpt.saves, ckpt.save_seconds
