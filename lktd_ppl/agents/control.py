@@ -374,7 +374,7 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
             state, out = chunk_v(state, jnp.int32(c))
             outs.append(out)
             if bar is not None or log is not None:
-                report(c, out, t0, len(keys), bar, log)
+                report(c, out, t0 - spent, len(keys), bar, log)  # rate over both sessions
             if checkpoint is not None:
                 checkpoint.after_call(
                     (c + 1) * config.eval_every,

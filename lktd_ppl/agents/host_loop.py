@@ -436,7 +436,7 @@ def make_host_train(config: GymnasiumConfig, learner: Learner) -> Callable[..., 
                     state, out = interval(state, eval_envs, seeds, probes, stats, c)
                     outs.append(out)
                     if bar is not None or log is not None:
-                        report(c, out, t0, n_seeds, bar, log)
+                        report(c, out, t0 - spent, n_seeds, bar, log)  # rate over both sessions
                 if checkpoint is not None:
                     checkpoint.after_call(
                         t,
