@@ -39,6 +39,11 @@ FAMILIES = (
 # the family -> the metric's name in the run data (the start cell's MSE is a squared error)
 FAMILY_KEYS = {f: "start_sq_error" if f == "start_mse" else f for f in FAMILIES}
 BOOTSTRAP_DRAWS = 1000
+# the calibrated configuration's targets: equal-tailed 95% coverage within ET_BAND on every
+# action, the calibration curve within GAP_MAX of the diagonal, MSE average <= MSE_MAX
+ET_BAND = (0.93, 0.97)
+GAP_MAX = 0.05
+MSE_MAX = 5e-4
 MIN_RUNS_CLOSEST = 4  # the targets' closest calibrated row: a gap over 2 runs has s.e. ~0.06
 
 
@@ -182,9 +187,9 @@ def calibrated_verdict(summary: dict) -> dict[str, bool]:
     whether all three hold."""
     et = summary["coverage_equal_tailed"]["plain"]
     v = dict(
-        equal_tailed=bool(np.all((et >= 0.93) & (et <= 0.97))),
-        gap=calibration_gap(summary) <= 0.05,
-        mse=float(np.nanmean(summary["mse"]["mean"])) <= 5e-4,
+        equal_tailed=bool(np.all((et >= ET_BAND[0]) & (et <= ET_BAND[1]))),
+        gap=calibration_gap(summary) <= GAP_MAX,
+        mse=float(np.nanmean(summary["mse"]["mean"])) <= MSE_MAX,
     )
     v["all"] = all(v.values())
     return v
