@@ -106,10 +106,12 @@ def fresh_mask(seeds: np.ndarray, chosen: set) -> np.ndarray:
     return np.array([int(s) not in chosen for s in np.asarray(seeds).tolist()], dtype=bool)
 
 
-def aggregate(data: dict, prefix: str = "w_") -> dict:
+def aggregate(data: dict, prefix: str = "w_", errors: bool = True) -> dict:
     """Rows = the last windows of each run; per metric: median, trimmed mean and sd per action.
 
-    ``prefix``: "w_" against Q of the epsilon-greedy policy, "s_" against Q*."""
+    ``prefix``: "w_" against Q of the epsilon-greedy policy, "s_" against Q*; ``errors``: the
+    untrimmed means' standard errors across runs too (``se``, ``avg_se``; the bootstrap, which
+    reads none, leaves them out)."""
     out = {}
     for fam, key in FAMILY_KEYS.items():
         values = data[prefix + key]
@@ -121,12 +123,14 @@ def aggregate(data: dict, prefix: str = "w_") -> dict:
                 "median": np.nanmedian(rows, axis=0),
                 "mean": np.nanmean(rows[keep], axis=0),
                 "plain": np.nanmean(rows, axis=0),  # every window, no fences
-                "se": run_se(values[:, -LAST_WINDOWS:]),  # of "plain", across runs
-                "avg_se": float(run_se(np.nanmean(values[:, -LAST_WINDOWS:], axis=-1))),
                 "sd": np.nanstd(rows[keep], axis=0),
                 "rows": int(rows.shape[0]),
                 "kept": int(keep.sum()),
             }
+            if errors:  # of "plain" across runs, per action and action-averaged
+                last = values[:, -LAST_WINDOWS:]
+                out[fam]["se"] = run_se(last)
+                out[fam]["avg_se"] = float(run_se(np.nanmean(last, axis=-1)))
     cal = data[prefix + "calibration"][:, -LAST_WINDOWS:]  # (runs, 5, L, A)
     out["calibration"] = np.nanmean(cal, axis=(0, 1))  # (L, A)
     # the same curve over the windows the equal-tailed column keeps (Tukey's fences on their
@@ -221,7 +225,7 @@ def bootstrap_readings(
     verdicts = ("v_equal_tailed", "v_gap", "v_mse", "v_all")
     out: dict[str, list] = {k: [] for k in ("equal_tailed", "gap", "mse_avg", *verdicts)}
     for _ in range(draws):
-        s = aggregate(take_runs(scored, rng.integers(0, n, runs)))
+        s = aggregate(take_runs(scored, rng.integers(0, n, runs)), errors=False)
         out["equal_tailed"].append(s["coverage_equal_tailed"]["plain"])
         out["gap"].append(calibration_gap(s))
         out["mse_avg"].append(float(np.nanmean(s["mse"]["mean"])))
