@@ -89,10 +89,9 @@ def output_of(done: list[tuple[str, str, str]], pattern: str) -> str:
 
 
 def demo_block(stdout: str) -> str:
-    """The demo's report: its lines up to the end of its table."""
-    lines = stdout.splitlines()
-    last = max(i for i, ln in enumerate(lines) if ln.startswith("| avg"))
-    return "```text\n" + "\n".join(lines[: last + 1]) + "\n```\n"
+    """The demo's report: what it prints before the run folder's listing."""
+    report = stdout.split("\nRun folder:")[0].rstrip("\n")
+    return "```text\n" + report + "\n```\n"
 
 
 def avg_row(summary: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ summaries (:func:`lktd_ppl.study.aggregate.summarise`) and says met or **missed*
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,7 +73,8 @@ def write_tables(
 ) -> None:
     """``table.csv`` and ``table.md`` (with the targets' lines) of ``summaries`` into ``out``;
     ``diverged``: the runs left out per row, as (diverged, runs)."""
-    with open(out / "table.csv", "w", newline="") as f:
+    with open(out / "table.csv", "w", newline="") as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # averages of all-NaN s.e. (one run)
         w = csv.writer(f)
         w.writerow(["config", "runs", "metric", "stat", *ACTIONS, "avg"])
         for name, s in csv_summaries(summaries):
