@@ -35,6 +35,7 @@ from pathlib import Path
 from lktd_ppl.presets import CONTROL_STUDY_ENVS, ZOO_DQN, ZOO_NETWORK, ZOO_QUANTILES
 from lktd_ppl.study.control import (
     ControlRow,
+    load_row,
     pending,
     plot_curves,
     row_spec,
@@ -131,7 +132,9 @@ def study_rows(envs: list[str], methods: list[str]) -> list[ControlRow]:
 
 # the values each sweep tries (the full budget of the environment, seeds from SWEEP_FIRST_SEED)
 SWEEP_LKTD_STEPS = (2.5e-5, 5e-5, 1e-4, 2e-4)
-SWEEP_LMCDQN = (
+# where the best value sat at the grid's top end, the grid goes on upwards
+SWEEP_LKTD_MORE = {"MountainCar-v0": (4e-4, 8e-4)}
+SWEEP_LMCDQN = tuple(
     {"bias_factor": a, "inverse_temperature": b} for a in (0.1, 1.0) for b in (1e5, 1e7)
 )
 
@@ -141,7 +144,7 @@ def sweep_rows(envs: list[str]) -> list[ControlRow]:
     rows = []
     for env in envs:
         base = lktd_row(env, "lktd")
-        for eps in SWEEP_LKTD_STEPS:
+        for eps in SWEEP_LKTD_STEPS + SWEEP_LKTD_MORE.get(env, ()):
             agent = {**base.agent, "sampler.step_size": eps}
             rows.append(base._replace(agent=agent, label=f"lktd_eps{eps:g}"))
         base = network_row(env, "lmcdqn")
@@ -220,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         timing(rows, args.time, args.out)
         return 0
     if not args.aggregate_only:
+        for row in rows:  # every row's settings (a sweep's every value) checked before any runs
+            row_spec(row, seeds[: args.batch])
         for row in rows:
             if row.method == "kova" and (need := kova_estimate_s(row)) > KOVA_BUDGET_S:
                 print(
@@ -234,8 +239,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{row.env}/{row.name}: seeds {batch[0]}-{batch[-1]} ...", flush=True)
                 run_batch(row, batch, args.out)
                 print(f"  done in {time.perf_counter() - t0:.0f} s", flush=True)
+    # the tables and plots cover every environment and row with results on disk, not only the
+    # ones this call ran
+    every_env = list(CONTROL_STUDY_ENVS)
+    rows = sweep_rows(every_env) if args.sweep else study_rows(every_env, list(METHODS))
     if not args.sweep:  # Stable-Baselines3's DQN (experiments/sb3_reference.py), where it ran
-        rows += [ControlRow(env, "dqn", {}, {}, "sb3_dqn") for env in envs]
+        rows += [ControlRow(env, "dqn", {}, {}, "sb3_dqn") for env in every_env]
+    with_data = {r.env for r in rows if load_row(args.out, r, seeds) is not None}
+    rows = [r for r in rows if r.env in with_data]
     write_tables(args.out, rows, seeds)
     plot_curves(args.out, rows, seeds)
     print((args.out / "table.md").read_text())

@@ -36,6 +36,20 @@ DEFAULT_OUT = ROOT / "experiments" / "results" / "escape"
 Q_STAR_ALGOS = ("dqn", "bootdqn", "qrdqn", "kova")
 
 
+AFTER = "explore_N50000_buffer50000_m10_drop{}_after"
+# row -> (the seeds its own settings were chosen on, the rows it derives from): a seed is fresh
+# for a row when no setting of it, or of a row it derives from, was chosen on that seed (runs of
+# rows that differ only in the last step are identical until stage 88 000). Rows not named
+# have the paper's settings or settings fixed before any of their runs.
+CHOICES = {
+    # the afterstate network, ten chains and the drops: designed from the 5-chain afterstate
+    # and action-input rows (seeds 0-7)
+    AFTER.format(100): (range(0, 8), ()),
+    AFTER.format(150): (range(0, 30), (AFTER.format(100),)),  # the step, on seeds 0-29
+    AFTER.format(225): (range(0, 50), (AFTER.format(150),)),  # the step, on seeds 0-49
+}
+
+
 def lktd(seeds: int, **overrides) -> Row:
     """An LKTD row under the paper preset."""
     return Row("lktd", "paper", overrides, seeds)
@@ -277,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         default_out=DEFAULT_OUT,
         q_star=q_star,
         description=__doc__,
+        choices=CHOICES,
     )
 
 

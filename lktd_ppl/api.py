@@ -14,11 +14,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lktd_ppl import validation
 from lktd_ppl.filter import SamplerConfig, lktd, lktd_only_options_error
 from lktd_ppl.samplers import sghmc, sgld
+from lktd_ppl.settings import RunError
 from lktd_ppl.ssm import STAGE_KEY, Batch, ModelError, from_numpyro, leading_size
 
 KERNELS = {"lktd": lktd, "sgld": sgld, "sghmc": sghmc}
+
+
+class DataError(RunError):
+    """Data the sampler cannot use (the message names the array)."""
+
+
 DEFAULT_MODEL = "mlp_q:sarsa_spike_slab"  # the paper's network, prior and SARSA measurement
 
 
@@ -87,6 +95,48 @@ def _minibatch(key: jax.Array, data: Batch, size: int, batch_size: int) -> Batch
     return jax.tree.map(lambda a: a[idx], data)
 
 
+def check_key(key: Any, name: str = "key") -> None:
+    """A RunError unless ``key`` is a JAX PRNG key (``jax.random.key(0)``, or the uint32 pair of
+    ``jax.random.PRNGKey(0)``)."""
+    if isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return
+    if isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.shape == (2,):
+        return
+    shown = f"{type(key).__name__} {key!r}" if np.ndim(key) == 0 else type(key).__name__
+    raise RunError(f"{name} must be a JAX PRNG key (e.g. jax.random.key(0)), got {shown}")
+
+
+def check_data(data: Batch) -> None:
+    """A DataError naming the first array of ``data`` that holds NaN or inf."""
+    for name, leaf in data.items():
+        if name == STAGE_KEY:
+            continue
+        for path, arr in jax.tree_util.tree_flatten_with_path(leaf)[0]:
+            values = np.asarray(arr)
+            if values.dtype.kind not in "fc":
+                continue
+            bad = int(np.size(values) - np.count_nonzero(np.isfinite(values)))
+            if bad:
+                label = name + jax.tree_util.keystr(path)
+                raise DataError(
+                    f"data[{label!r}] has {bad} non-finite value(s) (NaN or inf) of "
+                    f"{values.size}: every value must be finite"
+                )
+
+
+def check_sample_arguments(
+    config: SamplerConfig, num_chains: Any, num_samples: Any, num_warmup: Any
+) -> None:
+    """Each sampler setting and count of :func:`sample` in its range (a RunError naming it)."""
+    validation.check(config)
+    for name, value, rule in (
+        ("num_chains", num_chains, validation.COUNT),
+        ("num_samples", num_samples, validation.COUNT),
+        ("num_warmup", num_warmup, validation.Interval(0, integer=True)),
+    ):
+        validation.check_value(name, value, rule)
+
+
 def sample(
     model: Callable,
     data: Batch,
@@ -118,6 +168,10 @@ def sample(
     Returns a DataTree with groups ``posterior`` (every latent site, dims (chain, draw, ...),
     constrained space) and ``sample_stats`` (``log_prior`` and the minibatch ``log_likelihood`` at
     the start of each stage).
+
+    Every argument is checked before anything compiles: a :class:`~lktd_ppl.settings.RunError`
+    (a ValueError; :class:`DataError` for data holding NaN or inf) names the argument, its value
+    and the allowed range.
     """
     import arviz_base as azb
 
@@ -130,16 +184,18 @@ def sample(
             f"sample() got unknown setting(s) {', '.join(unknown)}; SamplerConfig fields: "
             f"{', '.join(fields)}"
         )
+    check_key(key)
     size = leading_size(data)
-    batch_size = size if batch_size is None else int(batch_size)
-    if not 0 < batch_size <= size:
-        raise ModelError(f"batch_size must be in 1..{size} (the data size), got {batch_size}")
-    num_warmup = num_samples if num_warmup is None else int(num_warmup)
+    check_data(data)
+    batch_size = size if batch_size is None else batch_size
+    validation.check_value("batch_size", batch_size, validation.Interval(1, size, integer=True))
+    num_warmup = num_samples if num_warmup is None else num_warmup
     if sampler is None:
         sampler = SamplerConfig(pseudo_population=float(size), step_size=1e-4)
     config = sampler.replace(**settings)
-    if num_samples < 1 or config.kappa < 1 or num_chains < 1:
-        raise ModelError("num_samples, num_chains and kappa must be positive")
+    check_sample_arguments(config, num_chains, num_samples, num_warmup)
+    if init_positions is not None and not np.isfinite(np.asarray(init_positions)).all():
+        raise DataError("init_positions holds NaN or inf: every starting value must be finite")
     data = {k: jnp.asarray(v) for k, v in data.items() if k != STAGE_KEY}
     example = {**jax.tree.map(lambda a: a[:batch_size], data), STAGE_KEY: jnp.int32(0)}
     ssm = from_numpyro(model, example)

@@ -27,6 +27,7 @@ EXPERIMENTS = {
     "bench-costs": "bench_costs.py",
 }
 DEMO_STEPS = 600_000
+CHECKPOINT_EVERY = 30.0  # seconds (lktd_ppl.training.CHECKPOINT_EVERY, without importing JAX)
 RUN_FILES = ("config.json", "metrics.csv", "samples.nc", "checkpoint.npz", "summary.md")
 
 
@@ -54,16 +55,21 @@ def eprint(*args: Any) -> None:
     print(*args, file=sys.stderr, flush=True)
 
 
-def _train_and_report(spec: config.RunSpec, out: Path, quiet: bool, overwrite: bool) -> None:
+def _train_and_report(
+    spec: config.RunSpec, out: Path, args: argparse.Namespace, overwrite: bool, resume: bool = False
+) -> None:
     from lktd_ppl import training
 
     e = spec.protocol
     members = spec.members
+    quiet = args.quiet
+    args.run_folder = out  # named by the message of an interrupted run
     train = training.make_train(spec)  # loads and checks the model, KOVA's memory need, ...
     if not quiet:
         every = e.window if spec.control is None else e.eval_every
+        what = f"resuming {out}: " if resume else ""
         eprint(
-            f"{spec.algo} on {spec.env}: {spec.seeds} seed(s) x {members} member(s), "
+            f"{what}{spec.algo} on {spec.env}: {spec.seeds} seed(s) x {members} member(s), "
             f"{e.total_steps:,} steps, a log line every {every:,} steps (compiling first)"
         )
     with warnings.catch_warnings():  # the harness's log averages NaNs before the burn-in ends
@@ -77,6 +83,9 @@ def _train_and_report(spec: config.RunSpec, out: Path, quiet: bool, overwrite: b
             log=None if quiet else _log,
             overwrite=overwrite,
             train=train,
+            resume=resume,
+            checkpoint_every=args.checkpoint_every,
+            command=args.command_line,
         )
     print((out / "summary.md").read_text(), end="")
     files = [f for f in (*RUN_FILES, "episodes.csv", "model.py") if (out / f).exists()]
@@ -96,10 +105,13 @@ def _demo(args: argparse.Namespace) -> int:
 
     LKTD (default settings: the paper's spike-and-slab MLP, one chain) on the 10x10 escape room;
     prints coverage, equal-tailed coverage, MSE and interval width per action against the exact
-    ground-truth Q over the last window, and writes a run folder with plots. About a minute on a
-    2-core CPU."""
+    ground-truth Q over the last window, and writes a run folder with plots (a run already in
+    --out is removed whole first). About a minute on a 2-core CPU."""
+    from lktd_ppl import training
+
     spec = config.build_spec(algo="lktd", steps=args.steps, seeds=args.seeds, sets=args.set)
-    _train_and_report(spec, Path(args.out), args.quiet, overwrite=True)
+    out = training.check_folder(args.out, overwrite=True)  # replaced whole, never mixed
+    _train_and_report(spec, out, args, overwrite=True)
     return 0
 
 
@@ -107,10 +119,15 @@ def _train(args: argparse.Namespace) -> int:
     """train an algorithm on an environment and write a run folder
 
     Train one algorithm over several seeds (vmapped) and write a run folder: config.json (reload
-    with --config to reproduce), metrics.csv, samples.nc (ArviZ), checkpoint.npz, summary.md and
-    plots. Precedence: --preset, then --config, then --set, then the other flags."""
+    with --config to reproduce), metrics.csv, samples.nc (ArviZ), checkpoint.npz, summary.md,
+    plots, run.json (command, package versions) and status.json. While it runs, resume.npz and
+    metrics.csv so far are saved every --checkpoint-every seconds; SIGTERM or Ctrl-C saves them and
+    exits; --resume DIR continues. Precedence: --preset, then --config, then --set, then the other
+    flags."""
     from lktd_ppl import training
 
+    if args.resume:
+        return _resume(args)
     loaded = config.load_config(args.config) if args.config else None
     config_dir = config.config_path(args.config).parent if args.config else None
     spec = config.build_spec(
@@ -129,8 +146,55 @@ def _train(args: argparse.Namespace) -> int:
     )
     env_name = spec.env.replace(":", "-").replace("/", "-")  # module:EnvId-v0, namespace/EnvId
     out = Path(args.out) if args.out else Path("runs") / f"{env_name}-{spec.algo}"
-    training.prepare_folder(out, args.overwrite)
-    _train_and_report(spec, out, args.quiet, args.overwrite)
+    training.check_folder(out, args.overwrite)
+    _note_replaced(out, args.quiet)
+    _train_and_report(spec, out, args, args.overwrite)
+    return 0
+
+
+def _note_replaced(out: Path, quiet: bool) -> None:
+    """Say so when the run folder holds an unfinished run that the new run replaces."""
+    from lktd_ppl.run_folder import folder_state, read_status
+
+    state = folder_state(out)
+    if state in ("interrupted", "failed") and not quiet:
+        step = read_status(out).get("step")
+        at = f" at step {step:,}" if isinstance(step, int) else ""
+        eprint(
+            f"replacing the {state} run in {out} (stopped{at}); 'lktd train --resume {out}' "
+            "continues such a run instead"
+        )
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """``lktd train --resume DIR``: the run in DIR, from its config.json, continued from its
+    checkpoint; other settings given must agree with it."""
+    from lktd_ppl import training
+
+    for flag, given in (("--out", args.out), ("--overwrite", args.overwrite)):
+        if given:
+            raise config.RunError(f"--resume continues the run in its own folder: drop {flag}")
+    folder = Path(args.resume)
+    if args.config:
+        raise config.RunError("--resume reads the run's own config.json: drop --config")
+    if not (folder / "config.json").is_file():
+        raise config.RunError(f"--resume {str(folder)!r}: not a run folder (no config.json)")
+    spec = config.build_spec(
+        algo=args.algo,
+        env=args.env,
+        preset=args.preset,
+        config=config.load_config(folder),
+        sets=args.set,
+        model=args.model,
+        seeds=args.seeds,
+        first_seed=args.seed,
+        steps=args.steps,
+        max_draws=args.max_draws,
+        where=str(folder / "config.json"),
+        config_dir=folder,
+    )
+    training.check_resume(folder, spec)
+    _train_and_report(spec, folder, args, overwrite=False, resume=True)
     return 0
 
 
@@ -232,6 +296,15 @@ def build_parser() -> argparse.ArgumentParser:
             "field's type (tuples as 32,32; none for optional fields)",
         )
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
+        p.add_argument(
+            "--checkpoint-every",
+            type=float,
+            default=CHECKPOINT_EVERY,
+            metavar="SECONDS",
+            help="save the run's state (resume.npz) and metrics.csv so far at most this often "
+            f"(default {CHECKPOINT_EVERY:g}; 0: after every jitted chunk call); the interval "
+            "changes no result",
+        )
 
     demo = command(sub, "demo", _demo)
     demo.add_argument(
@@ -275,7 +348,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-draws", type=int, help="draws per chain kept in samples.nc (default 1000)"
     )
     train.add_argument("--out", help="run folder (default runs/ENV-ALGO)")
-    train.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished run in --out: the folder is removed whole first (an "
+        "interrupted or failed run there is replaced without it)",
+    )
+    train.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the interrupted run in DIR (killed, SIGTERM, Ctrl-C) from its last "
+        "checkpoint, with its config.json; settings given must equal the run's, and the package "
+        "versions too. On the escape room and gymnax tasks the result is bitwise the "
+        "uninterrupted run's; on a Gymnasium task the episodes in progress start again",
+    )
     common_run_options(train)
 
     diag = command(sub, "diagnose", _diagnose)
@@ -299,11 +385,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import shlex
+
+    from lktd_ppl.checkpoint import Interrupted
+
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["lktd", *argv])
     prog = f"lktd {args.command}"
     try:
         return args.func(args)
+    except Interrupted as stop:
+        folder = getattr(args, "run_folder", None)
+        print(
+            f"{prog}: {stop}; its state is saved: continue with "
+            f"'lktd train --resume {shlex.quote(str(folder))}'",
+            file=sys.stderr,
+        )
+        return 128 + stop.signum
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

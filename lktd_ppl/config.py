@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lktd_ppl import registry
+from lktd_ppl import memory, registry, validation
 from lktd_ppl.settings import (
     RunError,
     _build,
@@ -285,10 +285,14 @@ def build_spec(
     max_draws: int | None = None,
     where: str = "config",
     config_dir: str | Path | None = None,
+    check_memory: bool = True,
 ) -> RunSpec:
     """Resolve a run (see the module docstring for the order).  A relative model path in
     ``config`` is relative to ``config_dir`` (the config file's folder); on the command line, to
-    the working directory.  Every problem is a :class:`RunError` with a one-line message."""
+    the working directory.  Every setting is checked against its allowed range
+    (:mod:`lktd_ppl.validation`) and, with ``check_memory``, the run's memory estimate against the
+    machine's available memory (:mod:`lktd_ppl.memory`), before anything is compiled.  Every
+    problem is a :class:`RunError` with a one-line message."""
     config = dict(config or {})
     file_env = config.get("env")
     if env is None:
@@ -361,28 +365,39 @@ def build_spec(
     control = None
     if kind == "escape":
         escape = _build(_escape_class(), escape_values, "escape.")
+        validation.check(escape, "escape.")  # ranges first: the checks below divide by them
         _check_escape(escape)
     else:
         escape = None
         control = _build(_control_class(kind), {**escape_values, "env_id": env}, "control.")
+        validation.check(control, "control.")
         _check_control(control)
         agent_updates = _from_environment(alg, agent_updates, control)
     types_ = _leaf_keys(alg.config_class)
     values = {k: coerce(v, types_[k], k) for k, v in agent_updates.items()}
     values.update(dict(alg.fixed))
     agent = _build(alg.config_class, values)
+    validation.check(agent)
     _check_agent(alg, agent, control or escape, name)
 
-    seeds = int(config.get("seeds", 1) if seeds is None else seeds)
-    first_seed = int(config.get("first_seed", 0) if first_seed is None else first_seed)
-    max_draws = int(config.get("max_draws", 1000) if max_draws is None else max_draws)
+    seeds = coerce(config.get("seeds", 1) if seeds is None else seeds, int, "seeds")
+    first_seed = coerce(
+        config.get("first_seed", 0) if first_seed is None else first_seed, int, "first_seed"
+    )
+    max_draws = coerce(
+        config.get("max_draws", 1000) if max_draws is None else max_draws, int, "max_draws"
+    )
     if seeds < 1:
         raise RunError(f"--seeds must be at least 1, got {seeds}")
     if first_seed < 0:
         raise RunError(f"--seed must be non-negative, got {first_seed}")
     if max_draws < 2:
         raise RunError(f"--max-draws must be at least 2, got {max_draws}")
-    return RunSpec(algo, agent, escape, env, seeds, first_seed, max_draws, control)
+    spec = RunSpec(algo, agent, escape, env, seeds, first_seed, max_draws, control)
+    facts = validation.check_spec(spec)  # every range, across fields, the model: nothing compiled
+    if check_memory:
+        memory.check_fits(spec, None if facts is None else facts.p)
+    return spec
 
 
 def _from_environment(alg: registry.Algorithm, updates: dict, control: Any) -> dict:
@@ -435,21 +450,12 @@ def _check_escape(e: Any) -> None:
 
 
 def _check_agent(alg: registry.Algorithm, agent: Any, escape: Any, name: str = "escape") -> None:
-    if alg.samples_model:
-        for key in ("num_chains",):
-            if getattr(agent, key) < 1:
-                raise RunError(f"{key} must be at least 1, got {getattr(agent, key)}")
-        if agent.sampler.kappa < 1:
-            raise RunError(f"sampler.kappa must be at least 1, got {agent.sampler.kappa}")
-        for key in ("pseudo_population", "step_size"):
-            if not getattr(agent.sampler, key) > 0:
-                raise RunError(f"sampler.{key} must be positive, got {getattr(agent.sampler, key)}")
-    elif agent.gamma != escape.gamma:
+    """The baselines' discount must be the protocol's (each field's range is checked before, by
+    :func:`lktd_ppl.validation.check`; the LKTD family's discount is its model's)."""
+    if not alg.samples_model and agent.gamma != escape.gamma:
         raise RunError(
             f"gamma ({agent.gamma}) differs from {name}.gamma ({escape.gamma}); set both"
         )
-    if alg.members_field and alg.members(agent) < 1:
-        raise RunError(f"{alg.members_field} must be at least 1, got {alg.members(agent)}")
 
 
 # -- config files ----------------------------------------------------------------------------------
@@ -478,4 +484,6 @@ def load_config(path: str | Path) -> dict:
 def spec_from_folder(folder: str | Path) -> RunSpec:
     """The :class:`RunSpec` of a run folder (its ``config.json``)."""
     path = config_path(folder)
-    return build_spec(config=load_config(path), where=str(path), config_dir=path.parent)
+    return build_spec(
+        config=load_config(path), where=str(path), config_dir=path.parent, check_memory=False
+    )

@@ -99,14 +99,17 @@ def control_summary(spec: RunSpec, cols: dict[str, np.ndarray], wall_time: float
     )
 
 
-def write_control_run(out: str | Path, spec: RunSpec, results: dict) -> Path:
-    """Write a control task's run folder from the control harness's ``results``."""
+def write_control_run(
+    out: str | Path, spec: RunSpec, results: dict, config: dict | None = None
+) -> Path:
+    """Write a control task's run folder from the control harness's ``results`` (``config``:
+    the ``config.json`` already written, else it is written)."""
     import xarray as xr
 
     from lktd_ppl import diagnostics as dg
 
     out = Path(out)
-    config = write_config(out, spec)
+    config = write_config(out, spec) if config is None else config
     write_metrics_csv(out / "metrics.csv", control_metric_rows(spec, results))
     write_episodes_csv(out / "episodes.csv", spec, results["episodes"])
 

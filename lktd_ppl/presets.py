@@ -50,6 +50,7 @@ _LKTD_FAMILY_PAPER: dict[str, Any] = {
     "step_size_decay": 0.0,
     "step_size_decay_stages": 10_000.0,
     "step_size_drops": (),
+    "target_every": 0,  # no target network (the paper's)
     "escape": ESCAPE_PAPER,
 }
 

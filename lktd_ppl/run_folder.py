@@ -28,7 +28,15 @@ A run folder holds:
 - ``checkpoint.npz``: the final learner state of every seed (a diverged seed's: its last finite
   one), one array per pytree leaf named by its path (leading axis = seed); :func:`load_checkpoint`
   rebuilds the pytree. The replay buffer and the
-  sample ring are not saved: it is a final state to inspect or start from, not a resume point;
+  sample ring are not saved: it is a final state to inspect or start from (the resume point of an
+  unfinished run is ``resume.npz``, below);
+- ``status.json``: ``running``, ``finished``, ``interrupted`` or ``failed``, the step reached, a
+  message, and the process that wrote it; ``run.json``: the command line that started the run and
+  each that resumed it, the package versions and the host;
+- ``resume.npz`` (while the run is unfinished): the harness's whole carry (learner, replay buffer,
+  environment, keys, sample ring) and its outputs so far (:mod:`lktd_ppl.checkpoint`), with
+  ``metrics.csv`` so far, rewritten atomically between jitted calls; ``lktd train --resume``
+  continues from it and removes it when the run finishes;
 - ``summary.md``: the table the command prints (last window, mean over seeds);
 - ``model.py`` (LKTD family): the run's copy of the NumPyro model file; ``config.json``'s
   ``agent.model`` points at it (a relative model path in a config file is relative to the file's
@@ -81,6 +89,23 @@ PER_ACTION = (
     "start_coverage_equal_tailed",
 )
 RUN_FILES = ("config.json", "metrics.csv", "samples.nc", "checkpoint.npz", "summary.md")
+STATUS_FILE = "status.json"  # running | finished | interrupted | failed, with the step reached
+RESUME_FILE = "resume.npz"  # the whole run state while it runs (removed when it finishes)
+RUN_FILE = "run.json"  # the command line(s), package versions, host
+PACKAGES = (
+    "lktd_ppl",
+    "jax",
+    "jaxlib",
+    "numpy",
+    "flax",
+    "optax",
+    "blackjax",
+    "numpyro",
+    "flashbax",
+    "rlax",
+    "gymnax",
+    "gymnasium",
+)
 MAX_PARAMS_SAVED = 5_000_000  # final parameters go into samples.nc below this many floats
 
 
@@ -117,13 +142,136 @@ def metric_rows(spec: RunSpec, results: dict) -> list[dict]:
 
 
 def write_metrics_csv(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
+    """``metrics.csv`` from its rows, written atomically (a temporary file, then a rename)."""
+    from lktd_ppl.checkpoint import write_atomic
+
+    def write(f: Any) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         for row in rows:
             writer.writerow(
                 {k: (f"{v:.9g}" if isinstance(v, float) else v) for k, v in row.items()}
             )
+
+    write_atomic(path, write, mode="w")
+
+
+# -- the run's lifecycle: status, command line, versions, progress -----------------------------
+
+
+def package_versions() -> dict[str, str | None]:
+    """Python's and the installed version of every package a run's results depend on."""
+    import platform
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def read_status(folder: str | Path) -> dict:
+    """``status.json`` of a run folder ({} if it has none or it is unreadable)."""
+    try:
+        return json.loads((Path(folder) / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_status(folder: Path, state: str, step: int | None = None, message: str = "") -> None:
+    """``status.json``: ``state`` (running, finished, interrupted, failed), the step reached,
+    a message, and the process and host that wrote it; written atomically."""
+    import os
+    import socket
+    import time
+
+    from lktd_ppl.checkpoint import write_atomic
+
+    status = {
+        "state": state,
+        "step": step,
+        "message": message,
+        "resumable": (folder / RESUME_FILE).is_file() and state != "finished",
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if state == "running":
+        status["message"] = message or f"a run is in progress (pid {os.getpid()})"
+    write_atomic(folder / STATUS_FILE, lambda f: f.write(json.dumps(status, indent=1) + "\n"), "w")
+
+
+def _alive(status: dict) -> bool:
+    """Whether the process that wrote ``status`` runs still (on this host)."""
+    import os
+    import socket
+
+    pid = status.get("pid")
+    if status.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def folder_state(folder: str | Path) -> str:
+    """What ``folder`` holds: ``absent``, ``empty``, ``finished``, ``in progress`` (a live
+    process writes it), ``interrupted``, ``failed``, or ``other`` (not a run folder)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "absent"
+    if not any(folder.iterdir()):
+        return "empty"
+    status = read_status(folder)
+    state = status.get("state")
+    if state == "running":
+        return "in progress" if _alive(status) else "interrupted"  # killed
+    if state in ("finished", "interrupted", "failed"):
+        return state
+    if (folder / "config.json").is_file():  # a folder written before status files
+        return "finished" if (folder / "summary.md").is_file() else "failed"
+    return "other"
+
+
+def record_command(folder: Path, command: str | None, resumed: bool) -> None:
+    """``run.json``: the command line that started the run (and each that resumed it), the
+    package versions and the host."""
+    import socket
+    import time
+
+    path = folder / RUN_FILE
+    record = {"command": command, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record["host"] = socket.gethostname()
+    record["versions"] = package_versions()
+    if resumed and path.is_file():
+        run = json.loads(path.read_text())
+        run.setdefault("resumed", []).append(record)
+    else:
+        run = record
+    path.write_text(json.dumps(run, indent=1) + "\n")
+
+
+def write_progress(folder: Path, spec: RunSpec, partial: dict) -> None:
+    """After a checkpoint: ``metrics.csv`` so far and the status with the step reached."""
+    if spec.control is not None:
+        from lktd_ppl.control_run import control_metric_rows
+
+        rows = control_metric_rows(spec, partial)
+    else:
+        rows = metric_rows(spec, partial)
+    if rows:
+        write_metrics_csv(folder / "metrics.csv", rows)
+    steps = partial["eval_steps"]
+    write_status(folder, "running", step=int(steps[-1]) if len(steps) else 0)
 
 
 def read_metrics(folder: str | Path) -> dict[str, np.ndarray]:
@@ -300,18 +448,19 @@ def sample_attrs(spec: RunSpec, members: int, steps: np.ndarray) -> dict[str, An
     }
 
 
-def write_run(out: str | Path, spec: RunSpec, results: dict) -> Path:
-    """Write the run folder (see the module docstring) from the harness's ``results``."""
+def write_run(out: str | Path, spec: RunSpec, results: dict, config: dict | None = None) -> Path:
+    """Write the run folder (see the module docstring) from the harness's ``results``;
+    ``config``: the ``config.json`` already written (by the run's start), else it is written."""
 
     from lktd_ppl import diagnostics as dg
 
     if spec.control is not None:
         from lktd_ppl.control_run import write_control_run
 
-        return write_control_run(out, spec, results)
+        return write_control_run(out, spec, results, config)
     out = Path(out)
     e = spec.escape
-    config = write_config(out, spec)
+    config = write_config(out, spec) if config is None else config
     rows = metric_rows(spec, results)
     write_metrics_csv(out / "metrics.csv", rows)
 

@@ -3,12 +3,20 @@ a run folder."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lktd_ppl.config import RunError, RunSpec, env_kind
-from lktd_ppl.run_folder import write_run
+from lktd_ppl import checkpoint
+from lktd_ppl import run_folder as rf
+from lktd_ppl.config import RunError, RunSpec, env_kind, flatten, load_config
+
+# seconds between checkpoints: saving costs a fraction of a percent of a run at this interval
+CHECKPOINT_EVERY = 30.0
 
 
 def make_learner(spec: RunSpec) -> Any:
@@ -35,16 +43,112 @@ def make_train(spec: RunSpec) -> Callable[..., dict]:
     return harness_train(spec.escape, learner)
 
 
-def prepare_folder(out: str | Path, overwrite: bool) -> Path:
+def check_folder(out: str | Path, overwrite: bool) -> Path:
+    """Refuse ``out`` (a :class:`RunError`) if a run cannot go there: it is a file, a folder
+    that holds something other than a run, a run in progress, or (without ``overwrite``) a
+    finished run.  Changes nothing; :func:`prepare_folder` clears and creates it."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {str(out)!r} exists and is not a folder")
-    if (out / "config.json").exists() and not overwrite:
+    state = rf.folder_state(out)
+    if state == "other":
         raise RunError(
-            f"{str(out)!r} already holds a run (config.json); pick another --out or pass "
-            "--overwrite"
+            f"--out {str(out)!r} is a folder that holds no run (no {rf.STATUS_FILE} or "
+            "config.json) and is not empty; pick another --out"
+        )
+    if state == "in progress":
+        raise RunError(f"{str(out)!r}: {rf.read_status(out).get('message', 'a run is going on')}")
+    if state == "finished" and not overwrite:
+        raise RunError(
+            f"{str(out)!r} already holds a finished run; pick another --out or pass --overwrite "
+            "to replace it"
+        )
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise RunError(
+            f"cannot write the run folder {str(out)!r}: {str(probe)!r} is not a writable folder"
         )
     return out
+
+
+def prepare_folder(out: str | Path, overwrite: bool) -> Path:
+    """Check ``out`` (:func:`check_folder`), remove the run it holds (a finished one with
+    ``overwrite``; an interrupted or failed one always), so no file of it stays beside the new
+    run, and create it, writable, with a ``running`` status."""
+    out = check_folder(out, overwrite)
+    if rf.folder_state(out) not in ("absent", "empty"):
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        rf.write_status(out, "running")
+    except OSError as e:
+        raise RunError(f"cannot write the run folder {str(out)!r}: {e.strerror or e}") from None
+    return out
+
+
+def _differences(saved: dict, now: dict) -> list[str]:
+    """``key: saved -> now`` for every setting that differs between two flat dicts."""
+    keys = sorted(set(saved) | set(now))
+    return [f"{k} {saved.get(k)!r} -> {now.get(k)!r}" for k in keys if saved.get(k) != now.get(k)]
+
+
+def resume_identity(spec: RunSpec) -> dict:
+    """What a resumed run must share with the interrupted one: its settings (the model by the
+    contents of its file) and the package versions."""
+    config = json.loads(json.dumps(spec.to_dict()))
+    config.get("agent", {}).pop("model", None)
+    if spec.algorithm.samples_model:
+        from lktd_ppl.api import resolve_model
+
+        source, name = resolve_model(spec.agent.model)
+        digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
+        config["model"] = f"{name} (sha256 {digest})"
+    return {"config": config, "versions": rf.package_versions()}
+
+
+def check_resume(out: str | Path, spec: RunSpec) -> Path:
+    """Refuse to resume ``out`` (a :class:`RunError` naming the reason) unless it holds an
+    unfinished run with a checkpoint, made by the same settings and package versions."""
+    out = Path(out)
+    state = rf.folder_state(out)
+    if state in ("absent", "empty", "other"):
+        raise RunError(f"--resume {str(out)!r}: not a run folder")
+    if state == "finished":
+        raise RunError(f"--resume {str(out)!r}: the run is finished; there is nothing to resume")
+    if state == "in progress":
+        raise RunError(f"--resume {str(out)!r}: {rf.read_status(out).get('message')}")
+    path = out / rf.RESUME_FILE
+    if not path.is_file():
+        raise RunError(
+            f"--resume {str(out)!r}: the run stopped before its first checkpoint; rerun its "
+            "command to start again"
+        )
+    saved = checkpoint.read_meta(path)
+    now = resume_identity(spec)
+    config = _differences(flatten(saved["config"]), flatten(now["config"]))
+    if config:
+        raise RunError(
+            f"--resume {str(out)!r}: the settings differ from the interrupted run's: "
+            + "; ".join(config)
+        )
+    versions = _differences(saved["versions"], now["versions"])
+    if versions:
+        raise RunError(
+            f"--resume {str(out)!r}: the package versions differ from the interrupted run's: "
+            + "; ".join(versions)
+        )
+    return out
+
+
+def _mark(out: Path, state: str, step: int | None = None, message: str = "") -> None:
+    """Write the status of a run that stopped; a folder that cannot take it any more (removed,
+    full disk) leaves the error that stopped the run to be reported."""
+    try:
+        rf.write_status(out, state, step=step, message=message)
+    except OSError:
+        pass
 
 
 def execute(
@@ -55,17 +159,55 @@ def execute(
     log: Callable[[str], None] | None = None,
     overwrite: bool = False,
     train: Callable[..., dict] | None = None,
+    resume: bool = False,
+    checkpoint_every: float = CHECKPOINT_EVERY,
+    command: str | None = None,
 ) -> dict:
     """Train ``spec`` and write the run folder ``out``; returns the harness's results.
 
-    ``train``: ``make_train(spec)`` if already built (it loads and checks the model)."""
+    The folder is made (or cleared, see :func:`prepare_folder`) before anything compiles; while
+    training, ``resume.npz`` (the whole run state and the outputs so far) and ``metrics.csv`` are
+    written every ``checkpoint_every`` seconds, and SIGTERM / SIGINT save them and raise
+    :class:`~lktd_ppl.checkpoint.Interrupted`; ``status.json`` says whether the run is running,
+    finished, interrupted or failed.  ``resume``: continue the run in ``out`` from its
+    checkpoint (:func:`check_resume`).  ``train``: ``make_train(spec)`` if already built (it loads
+    and checks the model); ``command``: the command line recorded in ``run.json``."""
     import jax
     import jax.numpy as jnp
 
-    out = prepare_folder(out, overwrite)
-    if train is None:  # model / memory problems surface here, before the folder exists
+    out = Path(out)
+    if resume:
+        check_resume(out, spec)
+    if train is None:  # model / memory problems surface here, before the folder changes
         train = make_train(spec)
+    if resume:
+        config = load_config(out)
+        rf.write_status(out, "running")
+    else:
+        prepare_folder(out, overwrite)
+        config = rf.write_config(out, spec)
+    rf.record_command(out, command, resumed=resume)
+    identity = resume_identity(spec)
+    ckpt = checkpoint.Checkpointer(
+        out / rf.RESUME_FILE,
+        every_seconds=checkpoint_every,
+        meta=identity,
+        on_save=lambda partial: rf.write_progress(out, spec, partial),
+        resume=resume,
+    )
     keys = jnp.stack([jax.random.key(s) for s in spec.seed_list])
-    results = train(keys, progress=progress, log=log)
-    write_run(out, spec, results)
+    try:
+        with ckpt.catching_signals():
+            results = train(keys, progress=progress, log=log, checkpoint=ckpt)
+        rf.write_run(out, spec, results, config=config)
+    except checkpoint.Interrupted as stop:
+        _mark(out, "interrupted", step=stop.step, message=str(stop))
+        raise
+    except BaseException as e:
+        state = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        _mark(out, state, message=str(e).strip().split("\n")[0] or type(e).__name__)
+        raise
+    (out / rf.RESUME_FILE).unlink(missing_ok=True)
+    results["checkpoint_saves"], results["checkpoint_seconds"] = ckpt.saves, ckpt.save_seconds
+    rf.write_status(out, "finished", step=spec.protocol.total_steps)
     return results

@@ -17,6 +17,10 @@ parameters, no target network, as LKTD's official code):
 the legal actions).  Bootstrap on truncation, never on termination: ``terminated`` is set on true
 termination only.
 
+With LKTD's target network (``target_every`` > 0) the learner puts the target copy's Q-values at
+s' into ``batch["next_q_target"]`` (n, A); the bootstrap reads them from there (Q-learning: the
+current parameters choose the greedy a', the target values it).
+
 SIGMA sets the likelihood's weight against the step size: LKTD's drift on the weights is
 eps/(2 SIGMA^2) times the summed TD-error gradient, whatever the pseudo-population N (N sets the
 injected noise and the prior's weight).  Returns of control tasks are in the hundreds, so SIGMA is
@@ -33,6 +37,7 @@ from numpyro import distributions as dist
 from lktd_ppl.nets import mlp_apply, mlp_sites, take_action
 
 HIDDEN = (64, 64)
+TARGET_KEY = "next_q_target"  # the target network's Q at s' (present only with a target network)
 GAMMA = 0.99
 SIGMA = 1.0
 PRIOR_SD = 1.0
@@ -56,13 +61,19 @@ def _q_model(batch, bootstrap):
 
 
 def _sarsa(layers, batch):
-    return take_action(mlp_apply(layers, batch["next_obs"]), batch["next_action"])
+    q_next = batch.get(TARGET_KEY, None)
+    if q_next is None:
+        q_next = mlp_apply(layers, batch["next_obs"])
+    return take_action(q_next, batch["next_action"])
 
 
 def _qlearning(layers, batch):
     q_next = mlp_apply(layers, batch["next_obs"])
     greedy = jnp.argmax(jnp.where(batch["next_mask"] > 0, q_next, -jnp.inf), axis=-1)
-    return take_action(q_next, greedy)  # finite even where no action is legal (a blank row)
+    # with a target network (LKTD's target_every), the current parameters choose a' and the
+    # target values it
+    values = batch.get(TARGET_KEY, q_next)
+    return take_action(values, greedy)  # finite even where no action is legal (a blank row)
 
 
 def sarsa_gaussian(batch):

@@ -516,7 +516,7 @@ def test_bad_command_lines(tmp_path, args, expected):
         (["train", "--config", "{tmp}/missing.json"], "does not exist"),
         (["train", "--config", "{tmp}/plain.py"], "not valid JSON"),
         (["train", "--seeds", "0", "--algo", "dqn", *TINY], "--seeds must be at least 1"),
-        (["train", "--algo", "dqn", *TINY, "--out", "{tmp}/old"], "already holds a run"),
+        (["train", "--algo", "dqn", *TINY, "--out", "{tmp}/old"], "already holds a finished run"),
         (["diagnose", "{tmp}/no_run"], "does not exist"),
         (["diagnose", "{tmp}"], "is it a run folder"),
         (["experiment", "nosuch"], "unknown experiment 'nosuch'"),
@@ -531,6 +531,7 @@ def test_more_bad_command_lines(tmp_path, capsys, args, expected):
     (tmp_path / "plain.py").write_text(NOT_NUMPYRO)
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "config.json").write_text("{}")
+    (tmp_path / "old" / "summary.md").write_text("")  # a finished run (no status.json: older)
     try:
         code = main([a.replace("{tmp}", str(tmp_path)) for a in args])
     except SystemExit as e:  # argparse's own errors

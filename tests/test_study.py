@@ -210,10 +210,13 @@ def test_trimmed_calibration_curve_keeps_the_equal_tailed_columns_windows():
     )
     lines = targets({"explore_x": summary})
     assert any("largest calibration gap" in ln and "0.130" in ln and "missed" in ln for ln in lines)
-    (info,) = [ln for ln in lines if "for comparison only" in ln]
+    (info,) = [ln for ln in lines if "averaged over the actions" in ln]
     assert "averaged over the actions = 0.130" in info and "(Tukey's fences) = 0.000" in info
-    (plain,) = [ln for ln in lines if "no fences" in ln]  # the run left out, put back
-    assert "= 0.820/0.820/0.820/0.820; 5 of 25 windows fall outside" in plain
+    (verdict,) = [ln for ln in lines if "equal-tailed 95% coverage, untrimmed" in ln]
+    assert "= 0.820/0.820/0.820/0.820 (s.e. across runs 0.130/0.130/0.130/0.130)" in verdict
+    assert verdict.endswith("**missed**")  # the run the fences leave out counts
+    (paper,) = [ln for ln in lines if "paper's trimmed mean" in ln]
+    assert "= 0.950/0.950/0.950/0.950; 5 of 25 windows fall outside" in paper
 
 
 def test_bootstrap_meets_the_gap_as_often_as_the_binomial_says():
@@ -253,3 +256,66 @@ def test_bootstrap_interval_is_the_mean_plus_minus_1_96_standard_errors():
     assert ci["mse_avg"] == pytest.approx([1e-4, 1e-4])
     lines = calibrated_lines("row", {**agg.aggregate(data), "interval": ci})
     assert any("95% bootstrap interval over these runs" in line for line in lines)
+
+
+def test_standard_errors_count_each_run_once_not_each_window():
+    """Two runs whose five windows read 0.9 and 1.0 (within a run the windows vary too): the
+    untrimmed mean is 0.95 and its s.e. is that of the two run means, sd 0.0707 / sqrt(2) = 0.05,
+    not the windows' sd / sqrt(10)."""
+    data = synthetic([1e-4, 1e-4])
+    wiggle = np.array([-0.02, 0.02, -0.01, 0.01, 0.0])[:, None]
+    data["w_coverage_equal_tailed"][0, -agg.LAST_WINDOWS :] = 0.9 + wiggle
+    data["w_coverage_equal_tailed"][1, -agg.LAST_WINDOWS :] = 1.0 + wiggle
+    et = agg.aggregate(data)["coverage_equal_tailed"]
+    assert et["plain"] == pytest.approx([0.95] * 4)
+    assert et["se"] == pytest.approx([0.05] * 4)
+    assert et["avg_se"] == pytest.approx(0.05)
+    assert np.isnan(agg.aggregate(synthetic([1e-4]))["mse"]["se"]).all()
+
+
+def test_fresh_seeds_leave_out_those_a_row_or_its_parents_chose_on():
+    """Row b's step was chosen on seeds 0-2 and b derives from a (chosen on 0-1): of b's seeds 0-5
+    only 3-5 are fresh; their summary is that of those runs alone. A row nobody chose on is all
+    fresh, and one whose every seed chose has no fresh summary."""
+    choices = {"a": (range(0, 2), ()), "b": (range(0, 3), ("a",)), "c": ({0, 4}, ("b",))}
+    assert agg.chosen_seeds("c", choices) == {0, 1, 2, 4}
+    assert agg.chosen_seeds("dqn", choices) == set()
+    np.testing.assert_array_equal(agg.fresh_mask(np.arange(6), {0, 1, 2, 4}), [0, 0, 0, 1, 0, 1])
+    data = synthetic([1e-4] * 6)
+    data["w_coverage_equal_tailed"][:] = np.array([0.5, 0.5, 0.5, 0.9, 0.9, 0.8])[:, None, None]
+    all_data = {"b": data, "dqn": synthetic([1e-4] * 2), "a": synthetic([1e-4] * 2)}
+    summaries, _ = agg.summarise(all_data, bootstrap=False, choices=choices)
+    b = summaries["b"]
+    assert (b["runs"], b["fresh_runs"]) == (6, 3)
+    assert b["coverage_equal_tailed"]["plain"] == pytest.approx([4.1 / 6] * 4)
+    assert b["fresh"]["coverage_equal_tailed"]["plain"] == pytest.approx([2.6 / 3] * 4)
+    assert summaries["dqn"]["fresh_runs"] == 2 and "fresh" not in summaries["dqn"]
+    assert summaries["a"]["fresh_runs"] == 0 and summaries["a"]["fresh"] is None
+    lines = calibrated_lines("b", b)
+    assert "on its 3 fresh seeds alone: equal-tailed 95% coverage 0.867/0.867/0.867/0.867" in (
+        " ".join(lines)
+    )
+
+
+def test_tables_show_untrimmed_calibration_its_standard_error_and_the_fresh_seeds(tmp_path):
+    """table.md: the equal-tailed column is untrimmed with the s.e. across runs, the fresh runs'
+    column beside it; table.csv: the untrimmed mean and s.e. per metric, and the fresh runs'
+    rows."""
+    from lktd_ppl.study.tables import write_tables
+
+    data = synthetic([1e-4] * 4)
+    data["w_coverage_equal_tailed"][:] = np.array([0.9, 1.0, 0.9, 1.0])[:, None, None]
+    all_data = {"b": data, "dqn": synthetic([1e-3] * 2)}
+    summaries, _ = agg.summarise(all_data, bootstrap=False, choices={"b": ({0}, ())})
+    write_tables(summaries, tmp_path)
+    md = (tmp_path / "table.md").read_text()
+    row = "| b | 4 | 0 | 3 | 0.900/0.900/0.900/0.900 (0.900) | 1.0e-04/1.0e-04/1.0e-04/1.0e-04 (1.0e-04) "
+    row += "| 0.950/0.950/0.950/0.950 (0.950) | 0.029 | 0.967/0.967/0.967/0.967 (0.967) |"
+    assert row in md
+    assert "| dqn | 2 | 0 | 2 | 0.900/0.900/0.900/0.900 (0.900) |" in md and "| = all |" in md
+    assert "| paper: dqn | 100 | - | - | 0.411/0.411/0.550/0.549 (0.480) |" in md  # E/N/W/S
+    csv_text = (tmp_path / "table.csv").read_text()
+    assert "b,4,coverage_equal_tailed,se,0.0288675,0.0288675,0.0288675,0.0288675,0.0288675" in (
+        csv_text
+    )
+    assert "b [fresh seeds],3,coverage_equal_tailed,plain,0.966667," in csv_text

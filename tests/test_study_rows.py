@@ -163,6 +163,6 @@ def test_committed_runs_reproduce_the_committed_table_csv(tmp_path):
 
     all_data = {n: d for n in ROWS if (d := load_runs(RESULTS, n)) is not None}
     q_star = {n for n, row in ROWS.items() if row.algo in study.Q_STAR_ALGOS}
-    summaries, diverged = summarise(all_data, q_star, bootstrap=False)
+    summaries, diverged = summarise(all_data, q_star, bootstrap=False, choices=study.CHOICES)
     write_tables(summaries, tmp_path, diverged)
     assert (tmp_path / "table.csv").read_text() == (RESULTS / "table.csv").read_text()

@@ -33,14 +33,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lktd_ppl import divergence
+from lktd_ppl import divergence, validation
 from lktd_ppl.agents.harness import Learner, ReplayProtocol, epsilon_at, epsilon_greedy
 from lktd_ppl.envs.gymnax_env import ControlEnv, make_env
 from lktd_ppl.replay import Replay, example_transition
@@ -83,6 +83,7 @@ class ControlConfig(ReplayProtocol):
         return self.task.num_actions
 
     def validate(self) -> None:
+        validation.check(self, "control.", ValueError)  # each field's range (the table's)
         problems = self.replay_problems()
         if self.eval_every <= 0:
             problems.append("eval_every must be positive")
@@ -351,35 +352,71 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
         train_ret = np.where(got["train_episodes"] > 0, got["train_return"], np.nan)
         report_progress(c, config.eval_every, got["eval_return"], train_ret, t0, seeds, bar, log)
 
-    def train(keys: jax.Array, progress: bool = True, log: Callable[[str], None] | None = None):
-        keys = jnp.atleast_1d(keys)
-        t0 = time.perf_counter()
-        bar = progress_bar(config.total_steps) if progress else None
-        state, outs, seen = init_v(keys), [], set()
-        for c in range(num_chunks):
-            state, out = chunk_v(state, jnp.int32(c))
-            outs.append(out)
-            divergence.log_new(state.health, seen, log)
-            if bar is not None or log is not None:
-                report(c, out, t0, len(keys), bar, log)
-        best_return = np.asarray(best_v(state))
-        if bar is not None:
-            bar.close()
+    def collect(outs: list) -> dict:
+        """The evaluations so far as results arrays (seeds, evaluations, ...)."""
         stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *jax.device_get(outs))
         return {
             "config": asdict(config),
-            "eval_steps": np.arange(1, num_chunks + 1) * config.eval_every,
+            "eval_steps": np.arange(1, len(outs) + 1) * config.eval_every,
             "eval_return": stacked["eval_return"],  # (seeds, evals)
             "train_return": np.where(
                 stacked["train_episodes"] > 0, stacked["train_return"], np.nan
             ),
             "train_episodes": stacked["train_episodes"],
+            "probe_q": stacked["probe_q"],  # (seeds, evals, members, probes, A)
+            "episodes": episode_table(stacked),
+        }
+
+    def resume(state: ControlState, checkpoint: Any) -> tuple[ControlState, list, float]:
+        """The carry, the per-chunk outputs and the seconds spent, from the checkpoint if it
+        resumes one (else the fresh state)."""
+        if checkpoint is None or not checkpoint.resume:
+            return state, [], 0.0
+        like = {"state": state, "outs": jax.eval_shape(chunk_v, state, jnp.int32(0))[1]}
+        trees, meta = checkpoint.restore(like)
+        outs = [jax.tree.map(lambda x, i=i: x[:, i], trees["outs"]) for i in range(meta["chunks"])]
+        return trees["state"], outs, float(meta["elapsed"])
+
+    def snapshot(state: ControlState, outs: list) -> dict:
+        stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *jax.device_get(outs))
+        return {"state": state, "outs": stacked}
+
+    def train(
+        keys: jax.Array,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+        checkpoint: Any = None,
+    ):
+        keys = jnp.atleast_1d(keys)
+        t0 = time.perf_counter()
+        state, outs, spent = resume(init_v(keys), checkpoint)
+        bar = progress_bar(config.total_steps) if progress else None
+        if bar is not None:
+            bar.update(len(outs) * config.eval_every)
+        seen: set[int] = set()
+        for c in range(len(outs), num_chunks):
+            state, out = chunk_v(state, jnp.int32(c))
+            outs.append(out)
+            divergence.log_new(state.health, seen, log)
+            if bar is not None or log is not None:
+                report(c, out, t0 - spent, len(keys), bar, log)  # rate over both sessions
+            if checkpoint is not None:
+                checkpoint.after_call(
+                    (c + 1) * config.eval_every,
+                    config.total_steps,
+                    partial(snapshot, state, outs),
+                    partial=partial(collect, outs),
+                    extra={"chunks": c + 1, "elapsed": spent + time.perf_counter() - t0},
+                )
+        best_return = np.asarray(best_v(state))
+        if bar is not None:
+            bar.close()
+        return {
+            **collect(outs),
             "best_return": best_return,  # (seeds,): the best evaluated learner, re-evaluated
             "best_eval_return": np.asarray(state.best_return),  # (seeds,): its evaluation
-            "probe_q": stacked["probe_q"],  # (seeds, evals, members, probes, A)
             "probes": np.asarray(state.probes),  # (seeds, probes, obs_dim)
-            "episodes": episode_table(stacked),
-            "wall_time": time.perf_counter() - t0,
+            "wall_time": spent + time.perf_counter() - t0,
             "state": state,
             "divergence": divergence.as_dict(state.health),
         }

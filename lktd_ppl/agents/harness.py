@@ -19,13 +19,14 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lktd_ppl import divergence
+from lktd_ppl import divergence, validation
 from lktd_ppl.envs import escape
 from lktd_ppl.envs.truth import q_epsilon_greedy, q_star
 from lktd_ppl.metrics import Metrics, greedy_policy_frequency, interval_metrics
@@ -93,6 +94,7 @@ class EscapeConfig(ReplayProtocol):
         return int(round(self.burn_in_fraction * self.total_steps))
 
     def validate(self) -> None:
+        validation.check(self, "escape.", ValueError)  # each field's range (the table's)
         problems = self.replay_problems()
         if self.window % self.evals_per_window:
             problems.append("window must be a multiple of evals_per_window")
@@ -192,8 +194,14 @@ def make_task(config: EscapeConfig) -> Task:
     )
 
 
-def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
-    """``train(keys, progress=True, log=None) -> results``: one run per key, vmapped over keys."""
+def make_train(
+    config: EscapeConfig, learner: Learner, chunks_per_call: int | None = None
+) -> Callable[..., dict]:
+    """``train(keys, progress=True, log=None, checkpoint=None) -> results``: one run per key,
+    vmapped over keys.  ``chunks_per_call``: chunks per jitted call (it changes no result;
+    default: a window's where the run is whole windows, else 1).  ``checkpoint``: a
+    :class:`~lktd_ppl.checkpoint.Checkpointer` called after every call (saves the whole carry and
+    the outputs so far; resumes from them)."""
     config.validate()
     task = make_task(config)
     params = task.params
@@ -385,6 +393,12 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
     # one call runs a whole window of chunks where the run is made of whole windows: each call
     # moves the multi-MB carry (sample ring, replay buffer) in and out of the loop
     per_call = config.evals_per_window if num_chunks % config.evals_per_window == 0 else 1
+    if chunks_per_call is not None:
+        if chunks_per_call <= 0 or num_chunks % chunks_per_call:
+            raise ValueError(
+                f"chunks_per_call must divide the run's {num_chunks} chunks, got {chunks_per_call}"
+            )
+        per_call = chunks_per_call
 
     def chunks(s: RunState, c0: jax.Array) -> tuple[RunState, dict]:
         return jax.lax.scan(chunk, s, c0 + jnp.arange(per_call))
@@ -403,18 +417,57 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
 
     final_v = jax.jit(jax.vmap(final_summary))
 
-    def train(keys: jax.Array, progress: bool = True, log: Callable[[str], None] | None = None):
+    def stack(outs: list) -> dict:
+        return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *jax.device_get(outs))
+
+    def snapshot(state: RunState, outs: list) -> dict:
+        return {"state": state, "outs": stack(outs)}
+
+    def collect(outs: list) -> dict:
+        """The outputs of the calls so far as results arrays (seeds, evaluations, ...)."""
+        stacked = stack(outs)
+        return {
+            "config": asdict(config),
+            "eval_steps": np.arange(1, stacked["episodes"].shape[1] + 1) * config.chunk_steps,
+            "metrics": stacked["metrics"]._asdict(),
+            "metrics_qstar": stacked["metrics_qstar"]._asdict(),
+            "mean_return": stacked["mean_return"],
+            "episodes": stacked["episodes"],
+        }
+
+    def resume(state: RunState, checkpoint: Any) -> tuple[RunState, list, int, float]:
+        """The carry, the per-call outputs, the chunks done and the seconds spent, from the
+        checkpoint if it resumes one (else the fresh state)."""
+        if checkpoint is None or not checkpoint.resume:
+            return state, [], 0, 0.0
+        like = {"state": state, "outs": jax.eval_shape(chunks_v, state, jnp.int32(0))[1]}
+        trees, meta = checkpoint.restore(like)
+        done = int(meta["chunks"])
+        calls = done // per_call
+        outs = [
+            jax.tree.map(lambda x, i=i: x[:, i * per_call : (i + 1) * per_call], trees["outs"])
+            for i in range(calls)
+        ]
+        return trees["state"], outs, done, float(meta["elapsed"])
+
+    def train(
+        keys: jax.Array,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+        checkpoint: Any = None,
+    ):
         keys = jnp.atleast_1d(keys)
         t0 = time.perf_counter()
-        state = init_v(keys)
-        outs, seen = [], set()
+        state, outs, first, spent = resume(init_v(keys), checkpoint)
+        seen: set[int] = set()
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=config.total_steps, unit="step", unit_scale=True, leave=False)
+            bar.update(first * config.chunk_steps)
         m_eval = config.evals_per_window
-        for c0 in range(0, num_chunks, per_call):
+        for c0 in range(first, num_chunks, per_call):
             state, out = chunks_v(state, jnp.int32(c0))  # leaves (seeds, per_call, ...)
             outs.append(out)
             divergence.log_new(state.health, seen, log)
@@ -428,7 +481,8 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
                     covs = np.concatenate([o["metrics"].coverage for o in recent], axis=1)
                     cov = np.nanmean(covs) if np.isfinite(covs).any() else np.nan  # burn-in: none
                     ret = np.mean([o["mean_return"] for o in recent])
-                    rate = steps * len(keys) / (time.perf_counter() - t0)
+                    done_here = (done_chunks - first) * config.chunk_steps
+                    rate = done_here * len(keys) / (time.perf_counter() - t0)
                     line = (
                         f"step {steps:>8d}  {rate:,.0f} steps/s  return {ret:7.2f}  "
                         f"coverage {cov:.3f}"
@@ -437,22 +491,23 @@ def make_train(config: EscapeConfig, learner: Learner) -> Callable[..., dict]:
                         bar.set_postfix_str(line.split("  ", 1)[1])
                     if log is not None:
                         log(line)
+            if checkpoint is not None:
+                checkpoint.after_call(
+                    done_chunks * config.chunk_steps,
+                    config.total_steps,
+                    partial(snapshot, state, outs),
+                    partial=partial(collect, outs),
+                    extra={"chunks": done_chunks, "elapsed": spent + time.perf_counter() - t0},
+                )
         if bar is not None:
             bar.close()
-        outs = jax.device_get(outs)
         final = jax.device_get(final_v(state))
-        stacked = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *outs)  # (seeds, evals, ...)
         return {
-            "config": asdict(config),
-            "eval_steps": np.arange(1, num_chunks + 1) * config.chunk_steps,
-            "metrics": stacked["metrics"]._asdict(),
-            "metrics_qstar": stacked["metrics_qstar"]._asdict(),
-            "mean_return": stacked["mean_return"],
-            "episodes": stacked["episodes"],
+            **collect(outs),
             "final": final,
             "truth": np.asarray(task.truth),
             "mask": np.asarray(task.mask),
-            "wall_time": time.perf_counter() - t0,
+            "wall_time": spent + time.perf_counter() - t0,
             "state": state,
             "divergence": divergence.as_dict(state.health),
         }

@@ -53,6 +53,8 @@ from lktd_ppl.rng import fast_key, uniform
 
 NUM_UNIFORMS = 5  # per env step: explore?, which action, the same two for a' at s', member
 SEED_TAG = 0x5EED  # folded into a run's key to draw its environment seeds
+RESUME_TAG = 0x2E5  # the reset seeds of the training environments after a resume
+OUTPUTS = ("eval_return", "train_return", "train_episodes", "probe_q")  # per evaluation
 
 
 @dataclass(frozen=True)
@@ -348,7 +350,61 @@ def make_host_train(config: GymnasiumConfig, learner: Learner) -> Callable[..., 
         stats["ret_sum"][:], stats["ret_count"][:] = 0.0, 0
         return best_v(state, eval_return.astype(np.float32)), out
 
-    def train(keys: jax.Array, progress: bool = True, log: Callable[[str], None] | None = None):
+    def collect(outs: list, stats: dict) -> dict:
+        """The evaluations so far as results arrays (seeds, evaluations, ...)."""
+        stacked = {k: np.stack([o[k] for o in outs], axis=1) for k in outs[0]}
+        return {
+            "config": asdict(config),
+            "eval_steps": np.arange(1, len(outs) + 1) * config.eval_every,
+            "eval_return": stacked["eval_return"],  # (seeds, evals)
+            "train_return": stacked["train_return"],
+            "train_episodes": stacked["train_episodes"],
+            "probe_q": stacked["probe_q"],  # (seeds, evals, members, probes, A)
+            "episodes": episode_table(stats["table"]),
+        }
+
+    def snapshot(state: HostState, probes: np.ndarray, stats: dict, outs: list) -> dict:
+        """What a checkpoint holds: the device state, the host's sums and tables, the outputs."""
+        host = {
+            "probes": probes,
+            "ret_sum": stats["ret_sum"],
+            "ret_count": stats["ret_count"],
+            "table": np.array(stats["table"], dtype=float).reshape(-1, 4),
+        }
+        trees = {"state": state, "host": host}
+        if outs:
+            trees["outs"] = {k: np.stack([o[k] for o in outs], axis=1) for k in outs[0]}
+        return trees
+
+    def resume(state: HostState, probes: np.ndarray, stats: dict, checkpoint: Any):
+        """The state, probes, statistics, outputs, first step and seconds spent of the run the
+        checkpoint holds (``None`` if it resumes none)."""
+        like = {"state": state, "host": snapshot(state, probes, stats, [])["host"]}
+        meta = checkpoint.saved_meta() if checkpoint is not None else None
+        if meta is None:
+            return None
+        if meta["outputs"]:
+            like["outs"] = dict.fromkeys(OUTPUTS, 0)
+        trees, meta = checkpoint.restore(like)
+        host = trees["host"]
+        stats["ret_sum"][:], stats["ret_count"][:] = host["ret_sum"], host["ret_count"]
+        stats["table"] = [tuple(row) for row in np.asarray(host["table"])]
+        got = trees.get("outs", {})
+        outs = [{k: np.asarray(v)[:, i] for k, v in got.items()} for i in range(meta["outputs"])]
+        return (
+            trees["state"],
+            np.array(host["probes"]),
+            outs,
+            int(meta["t"]),
+            float(meta["elapsed"]),
+        )
+
+    def train(
+        keys: jax.Array,
+        progress: bool = True,
+        log: Callable[[str], None] | None = None,
+        checkpoint: Any = None,
+    ):
         keys = jnp.atleast_1d(keys)
         n_seeds = len(keys)
         t0 = time.perf_counter()
@@ -364,14 +420,27 @@ def make_host_train(config: GymnasiumConfig, learner: Learner) -> Callable[..., 
             "ret_count": np.zeros(n_seeds, np.int64),
             "table": [],
         }
-        outs, pend, seen = [], blank_pending(obs), set()
+        outs, first, spent = [], 0, 0.0
+        saved = resume(state, probes, stats, checkpoint)
+        if saved is not None:  # the episodes in progress when it stopped start again
+            state, probes, outs, first, spent = saved
+            obs = np.stack(
+                [
+                    float_obs(env.reset(seed=eval_seed(int(seeds[i, 0]), RESUME_TAG, first))[0])
+                    for i, env in enumerate(envs)
+                ]
+            )
+            if bar is not None:
+                bar.update(first)
+        pend = blank_pending(obs)
+        seen: set[int] = set()
         try:
-            for t in range(config.total_steps + 1):
+            for t in range(first, config.total_steps + 1):
                 slot, take = divmod(t, probe_stride)
                 if take == 0 and slot < config.num_probes:
                     probes[:, slot] = obs
                 t_arr = np.full(n_seeds, t, np.int32)
-                if t == 0:
+                if t == first:  # no pending transition: the run's (or the resumed) first step
                     state, actions = first_v(state, t_arr, obs, pend)
                 else:
                     state, actions = act_v(state, t_arr, obs, pend)
@@ -385,26 +454,31 @@ def make_host_train(config: GymnasiumConfig, learner: Learner) -> Callable[..., 
                     outs.append(out)
                     divergence.log_new(state.health, seen, log)
                     if bar is not None or log is not None:
-                        report(c, out, t0, n_seeds, bar, log)
+                        report(c, out, t0 - spent, n_seeds, bar, log)  # rate over both sessions
+                if checkpoint is not None:
+                    checkpoint.after_call(
+                        t,
+                        config.total_steps,
+                        partial(snapshot, state, probes, stats, outs),
+                        partial=partial(collect, outs, stats) if outs else None,
+                        extra={
+                            "t": t + 1,
+                            "outputs": len(outs),
+                            "elapsed": spent + time.perf_counter() - t0,
+                        },
+                    )
             best_return = best_model(state, eval_envs, seeds[:, 1], len(outs))
         finally:
             for env in [*envs, *(e for row in eval_envs for e in row)]:
                 env.close()
             if bar is not None:
                 bar.close()
-        stacked = {k: np.stack([o[k] for o in outs], axis=1) for k in outs[0]}
         return {
-            "config": asdict(config),
-            "eval_steps": np.arange(1, len(outs) + 1) * config.eval_every,
-            "eval_return": stacked["eval_return"],  # (seeds, evals)
-            "train_return": stacked["train_return"],
-            "train_episodes": stacked["train_episodes"],
+            **collect(outs, stats),
             "best_return": best_return,  # (seeds,): the best evaluated learner, re-evaluated
             "best_eval_return": np.asarray(state.best_return),  # (seeds,): its evaluation
-            "probe_q": stacked["probe_q"],  # (seeds, evals, members, probes, A)
             "probes": probes,  # (seeds, probes, obs_dim)
-            "episodes": episode_table(stats["table"]),
-            "wall_time": time.perf_counter() - t0,
+            "wall_time": spent + time.perf_counter() - t0,
             "state": state,
             "divergence": divergence.as_dict(state.health),
         }

@@ -9,7 +9,7 @@ the shared buffer), each with its own noise; the harness draws the acting chain 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,6 +49,10 @@ class LKTDAgentConfig(struct.PyTreeNode):
     # (map on CPU, where a vmapped stage costs more per chain; vmap on an accelerator, whose cost per
     # step is launch latency).  Same keys and arithmetic either way.
     chain_batching: str = struct.field(pytree_node=False, default="auto")
+    # beyond the paper (no target network): every chain's bootstrap values at s' come from a copy
+    # of its parameters refreshed every ``target_every`` training stages (0: none).  The model
+    # must read them from batch[TARGET_KEY] (models/mlp_control.py's models do)
+    target_every: int = struct.field(pytree_node=False, default=0)
 
     def __post_init__(self) -> None:
         if any(len(pair) != 2 for pair in self.step_size_drops):
@@ -68,6 +72,21 @@ class LKTDAgentConfig(struct.PyTreeNode):
             raise ValueError(
                 f"LKTDAgentConfig.step_size_drops: factors must be positive, got {drops}"
             )
+
+
+TARGET_KEY = "next_q_target"  # (n, A): the target network's Q-values at the next states
+
+
+class TargetState(NamedTuple):
+    """The chains' sampler states and, per chain, the target copy of its parameters (m, p)."""
+
+    chains: Any
+    target: jax.Array
+
+
+def chain_states(state: Any) -> Any:
+    """The chains' sampler states of a learner state (with or without a target network)."""
+    return state.chains if isinstance(state, TargetState) else state
 
 
 def _rows(example: dict, k: int) -> dict:
@@ -110,7 +129,11 @@ def lktd_kernel(
     model = load_model(config.model)
     example = example_transition(obs_dim, num_actions)
     batch = {**_rows(example, batch_size), STAGE_KEY: jnp.int32(0)}
+    if config.target_every:
+        batch[TARGET_KEY] = jnp.zeros((batch_size, num_actions), jnp.float32)
     ssm = from_numpyro(model, batch)
+    if config.target_every:
+        _require_target_reader(ssm, batch, config.model)
     if not ssm.has_site("q", batch):
         raise ModelError(
             f"model {config.model} records no deterministic site 'q' (the Q-values of "
@@ -124,6 +147,22 @@ def lktd_kernel(
             "actions): pick a model for this environment (e.g. mlp_control:... for control tasks)"
         )
     return ssm, KERNELS[config.method](ssm, sampler), sampler
+
+
+def _require_target_reader(ssm: StateSpaceModel, batch: dict, name: str) -> None:
+    """A ModelError unless the model's measurement depends on ``batch[TARGET_KEY]``."""
+    theta = jnp.zeros(ssm.p)
+    shifted = {**batch, TARGET_KEY: batch[TARGET_KEY] + 1.0}
+    a, b = ssm.measure(theta, batch), ssm.measure(theta, shifted)
+    if all(
+        bool(jnp.array_equal(x, y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    ):
+        raise ModelError(
+            f"target_every needs a model that reads the target network's Q-values at s' from "
+            f"batch[{TARGET_KEY!r}]; model {name} does not (e.g. mlp_control:qlearning_gaussian "
+            "does)"
+        )
 
 
 def protocol_dims(protocol: Any) -> tuple[int, int]:
@@ -155,15 +194,17 @@ def lktd_learner(
     def init(key):
         shape = (1 if config.shared_init else m, ssm.p)
         positions = jnp.broadcast_to(config.init_sd * jax.random.normal(key, shape), (m, ssm.p))
-        return jax.vmap(kernel.init)(positions)
+        chains = jax.vmap(kernel.init)(positions)
+        return TargetState(chains, positions) if config.target_every else chains
 
-    def q_values(state, member, obs):
-        theta = state.position[member]
+    def q_of(theta, obs):
         return ssm.deterministic(theta, q_batch(obs, num_actions), "q")
 
+    def q_values(state, member, obs):
+        return q_of(chain_states(state).position[member], obs)
+
     def q_grid(state, obs):
-        b = q_batch(obs, num_actions)
-        return jax.vmap(lambda th: ssm.deterministic(th, b, "q"))(state.position)
+        return jax.vmap(lambda th: q_of(th, obs))(chain_states(state).position)
 
     def stage_kernel(batch):
         if config.step_size_decay == 0.0 and not config.step_size_drops:
@@ -172,6 +213,20 @@ def lktd_learner(
         return KERNELS[config.method](ssm, sampler.replace(step_size=eps0))
 
     def update(key, state, batch):
+        if not config.target_every:
+            return update_chains(key, state, batch)
+        # each chain's minibatch carries its own target copy's Q at s'; the copies are refreshed
+        # after every target_every-th stage
+        rows = batch if own else jax.tree.map(lambda x: jnp.broadcast_to(x, (m, *x.shape)), batch)
+        next_obs = rows["next_obs"]  # (m, n, d)
+        targets = jax.vmap(q_of)(state.target, next_obs)  # (m, n, A)
+        chains = update_chains(
+            key, state.chains, {**batch, TARGET_KEY: targets if own or m > 1 else targets[0]}
+        )
+        refresh = (batch[STAGE_KEY] + 1) % config.target_every == 0
+        return TargetState(chains, jnp.where(refresh, chains.position, state.target))
+
+    def update_chains(key, state, batch):
         step = stage_kernel(batch).step
         if m == 1:
             new, _ = step(key, jax.tree.map(lambda x: x[0], state), batch)
@@ -181,7 +236,8 @@ def lktd_learner(
         keys = jax.random.split(key, m)
         stage = batch[STAGE_KEY]
         rows = {k: v for k, v in batch.items() if k != STAGE_KEY}
-        per_chain = rows if own else {}  # mapped over with the chains, or closed over
+        # mapped over with the chains, or closed over; the target's values are per chain
+        per_chain = rows if own else {k: v for k, v in rows.items() if k == TARGET_KEY}
 
         def one(k, s, b):
             return step(k, s, {**rows, **b, STAGE_KEY: stage})[0]
@@ -203,7 +259,7 @@ def lktd_learner(
 
 def flat_parameters(state) -> tuple[list[str], np.ndarray]:
     """Every chain's final parameters, seed-major: (["chain", "param"], (seeds * chains, p))."""
-    pos = np.asarray(state.position)  # (seeds, chains, p)
+    pos = np.asarray(chain_states(state).position)  # (seeds, chains, p)
     return ["chain", "param"], pos.reshape(-1, pos.shape[-1])
 
 

@@ -125,8 +125,14 @@ def load_datatree(path: str | Path) -> xr.DataTree:
     """Read a DataTree written by :func:`save_datatree` fully into memory (the file is closed)."""
     import xarray as xr
 
-    with xr.open_datatree(Path(path), engine="h5netcdf") as tree:
-        return tree.load()
+    from lktd_ppl.settings import RunError
+
+    try:
+        with xr.open_datatree(Path(path), engine="h5netcdf") as tree:
+            return tree.load()
+    except (OSError, ValueError) as err:  # not HDF5/NetCDF, truncated, or not a DataTree
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise RunError(f"{str(path)!r} cannot be read as a NetCDF DataTree ({first})") from None
 
 
 def posterior_summary(

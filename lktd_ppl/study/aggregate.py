@@ -5,9 +5,12 @@ A row's data is a dict of per-run arrays (first axis: runs) as :mod:`lktd_ppl.st
 (runs, windows, actions) or, for ``calibration``, (runs, windows, levels, actions); ``seeds``.
 
 - :func:`aggregate`: rows = the last 5 windows of every run; per metric family the median, the
-  trimmed mean and sd after Tukey's fences on the action-averaged metric (the paper's convention),
-  and the untrimmed mean; the calibration curve (untrimmed, pooled over runs and windows, with its
+  trimmed mean and sd after Tukey's fences on the action-averaged metric (the paper's convention
+  for its own measure), and the untrimmed mean with its standard error across runs (a run's
+  windows averaged first); the calibration curve (untrimmed, pooled over runs and windows, with its
   standard error across runs) and each run's MSE by seed (for paired comparisons).
+- :func:`chosen_seeds`, :func:`fresh_mask`: a row's fresh seeds, those no setting of the row
+  (or of a row it derives from) was chosen on; :func:`summarise` adds their summary.
 - :func:`paired_ratio`: per-seed MSE ratios of two rows, on the log scale.
 - :func:`calibrated_verdict`: the calibrated configuration's three targets on one row; the
   bootstrap over a row's runs of those readings (:func:`bootstrap_readings`), their odds
@@ -36,6 +39,11 @@ FAMILIES = (
 # the family -> the metric's name in the run data (the start cell's MSE is a squared error)
 FAMILY_KEYS = {f: "start_sq_error" if f == "start_mse" else f for f in FAMILIES}
 BOOTSTRAP_DRAWS = 1000
+# the calibrated configuration's targets: equal-tailed 95% coverage within ET_BAND on every
+# action, the calibration curve within GAP_MAX of the diagonal, MSE average <= MSE_MAX
+ET_BAND = (0.93, 0.97)
+GAP_MAX = 0.05
+MSE_MAX = 5e-4
 MIN_RUNS_CLOSEST = 4  # the targets' closest calibrated row: a gap over 2 runs has s.e. ~0.06
 
 
@@ -72,10 +80,40 @@ def tukey_keep(values: np.ndarray) -> np.ndarray:
     return (values >= q1 - 1.5 * iqr) & (values <= q3 + 1.5 * iqr)
 
 
-def aggregate(data: dict, prefix: str = "w_") -> dict:
+def run_se(values: np.ndarray) -> np.ndarray:
+    """Standard error across runs of a metric's mean over each run's windows: ``values`` is
+    (runs, windows, ...); a run's windows are not independent of each other, so each run counts
+    once (the windows averaged first). NaN with fewer than two runs."""
+    per_run = np.nanmean(values, axis=1)
+    runs = per_run.shape[0]
+    if runs < 2:
+        return np.full(per_run.shape[1:], np.nan)
+    return np.nanstd(per_run, axis=0, ddof=1) / np.sqrt(runs)
+
+
+def chosen_seeds(row: str, choices: dict[str, tuple[range | frozenset, tuple[str, ...]]]) -> set:
+    """The seeds on which a setting of ``row``, or of a row it derives from, was chosen.
+
+    ``choices``: row -> (the seeds its own settings were chosen on, the rows it derives from);
+    rows not named chose nothing (their settings are the paper's or fixed beforehand)."""
+    seeds, parents = choices.get(row, ((), ()))
+    out = set(seeds)
+    for p in parents:
+        out |= chosen_seeds(p, choices)
+    return out
+
+
+def fresh_mask(seeds: np.ndarray, chosen: set) -> np.ndarray:
+    """Which runs have a fresh seed: one no setting of their row was chosen on."""
+    return np.array([int(s) not in chosen for s in np.asarray(seeds).tolist()], dtype=bool)
+
+
+def aggregate(data: dict, prefix: str = "w_", errors: bool = True) -> dict:
     """Rows = the last windows of each run; per metric: median, trimmed mean and sd per action.
 
-    ``prefix``: "w_" against Q of the epsilon-greedy policy, "s_" against Q*."""
+    ``prefix``: "w_" against Q of the epsilon-greedy policy, "s_" against Q*; ``errors``: the
+    untrimmed means' standard errors across runs too (``se``, ``avg_se``; the bootstrap, which
+    reads none, leaves them out)."""
     out = {}
     for fam, key in FAMILY_KEYS.items():
         values = data[prefix + key]
@@ -91,6 +129,10 @@ def aggregate(data: dict, prefix: str = "w_") -> dict:
                 "rows": int(rows.shape[0]),
                 "kept": int(keep.sum()),
             }
+            if errors:  # of "plain" across runs, per action and action-averaged
+                last = values[:, -LAST_WINDOWS:]
+                out[fam]["se"] = run_se(last)
+                out[fam]["avg_se"] = float(run_se(np.nanmean(last, axis=-1)))
     cal = data[prefix + "calibration"][:, -LAST_WINDOWS:]  # (runs, 5, L, A)
     out["calibration"] = np.nanmean(cal, axis=(0, 1))  # (L, A)
     # the same curve over the windows the equal-tailed column keeps (Tukey's fences on their
@@ -146,13 +188,14 @@ def calibration_gap_where(summary: dict) -> tuple[float, float, int, float]:
 
 def calibrated_verdict(summary: dict) -> dict[str, bool]:
     """The calibrated configuration's three targets on one row: equal-tailed 95% coverage in
-    0.93-0.97 on every action (trimmed mean), the curve within 0.05 of the diagonal, MSE average
-    <= 5e-4; and whether all three hold."""
-    et = summary["coverage_equal_tailed"]["mean"]
+    0.93-0.97 on every action (untrimmed: pooled over every run and window), the curve within
+    0.05 of the diagonal, MSE average <= 5e-4 (the trimmed mean, the paper's measure); and
+    whether all three hold."""
+    et = summary["coverage_equal_tailed"]["plain"]
     v = dict(
-        equal_tailed=bool(np.all((et >= 0.93) & (et <= 0.97))),
-        gap=calibration_gap(summary) <= 0.05,
-        mse=float(np.nanmean(summary["mse"]["mean"])) <= 5e-4,
+        equal_tailed=bool(np.all((et >= ET_BAND[0]) & (et <= ET_BAND[1]))),
+        gap=calibration_gap(summary) <= GAP_MAX,
+        mse=float(np.nanmean(summary["mse"]["mean"])) <= MSE_MAX,
     )
     v["all"] = all(v.values())
     return v
@@ -175,7 +218,7 @@ def bootstrap_readings(
     data: dict, runs: int, draws: int = BOOTSTRAP_DRAWS, seed: int = 0
 ) -> dict[str, np.ndarray]:
     """The calibrated targets' readings on ``draws`` sets of ``runs`` runs drawn with replacement
-    from a row's runs: ``equal_tailed`` (draws, A) (trimmed mean), ``gap`` and ``mse_avg``
+    from a row's runs: ``equal_tailed`` (draws, A) (untrimmed), ``gap`` and ``mse_avg``
     (draws,), and each target's verdict per draw as ``v_<target>`` (``calibrated_verdict``;
     bools, (draws,))."""
     rng = np.random.default_rng(seed)
@@ -184,8 +227,8 @@ def bootstrap_readings(
     verdicts = ("v_equal_tailed", "v_gap", "v_mse", "v_all")
     out: dict[str, list] = {k: [] for k in ("equal_tailed", "gap", "mse_avg", *verdicts)}
     for _ in range(draws):
-        s = aggregate(take_runs(scored, rng.integers(0, n, runs)))
-        out["equal_tailed"].append(s["coverage_equal_tailed"]["mean"])
+        s = aggregate(take_runs(scored, rng.integers(0, n, runs)), errors=False)
+        out["equal_tailed"].append(s["coverage_equal_tailed"]["plain"])
         out["gap"].append(calibration_gap(s))
         out["mse_avg"].append(float(np.nanmean(s["mse"]["mean"])))
         for k, v in calibrated_verdict(s).items():
@@ -215,14 +258,21 @@ def bootstrap_interval(data: dict, draws: int = BOOTSTRAP_DRAWS, seed: int = 0) 
 
 
 def summarise(
-    all_data: dict, q_star: set[str] | frozenset[str] = frozenset(), bootstrap: bool = True
+    all_data: dict,
+    q_star: set[str] | frozenset[str] = frozenset(),
+    bootstrap: bool = True,
+    choices: dict | None = None,
 ) -> tuple[dict, dict]:
     """(summaries by row, diverged runs by row as (diverged, runs)) of every row's data; rows named
     in ``q_star`` (algorithms whose targets converge to Q*) are scored against Q* as well, as
     ``"<row> vs Q*"``. The closest calibrated row (``MIN_RUNS_CLOSEST`` runs or more) gets its
     bootstrap interval and the odds of 20, as many and 100 runs (``bootstrap``; the table.md's
     targets print them, table.csv has none). Rows whose every run diverged
-    are dropped from ``all_data`` (in place); the others keep their finite runs only."""
+    are dropped from ``all_data`` (in place); the others keep their finite runs only.
+
+    ``choices`` (:func:`chosen_seeds`): every summary gets ``fresh_runs``, its runs on fresh
+    seeds, and, where some seeds are not fresh, ``fresh``: the summary of the fresh runs alone
+    (None when none is fresh)."""
     summaries, diverged = {}, {}
     for n in list(all_data):
         d, bad = split_diverged(all_data[n])
@@ -232,9 +282,15 @@ def summarise(
             del all_data[n]
             continue
         all_data[n] = d
-        summaries[n] = aggregate(d)
-        if n in q_star and "s_mse" in d:
-            summaries[f"{n} vs Q*"] = aggregate(d, "s_")
+        fresh = fresh_mask(d["seeds"], chosen_seeds(n, choices or {}))
+        for prefix, name in (("w_", n), ("s_", f"{n} vs Q*")):
+            if prefix == "s_" and not (n in q_star and "s_mse" in d):
+                continue
+            summaries[name] = aggregate(d, prefix)
+            summaries[name]["fresh_runs"] = int(fresh.sum())
+            if not fresh.all():
+                sub = take_runs(d, fresh) if fresh.any() else None
+                summaries[name]["fresh"] = aggregate(sub, prefix) if sub else None
     for n in nearest_calibrated(summaries, 1, min_runs=MIN_RUNS_CLOSEST) if bootstrap else []:
         summaries[n]["interval"] = bootstrap_interval(all_data[n])
         summaries[n]["bootstrap"] = {

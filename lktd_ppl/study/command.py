@@ -71,9 +71,12 @@ def run_workers(script: Path, argv: list[str], workers: int) -> int:
     return 0
 
 
-def aggregate_study(rows: dict[str, Row], out: Path, q_star: set[str]) -> int:
+def aggregate_study(
+    rows: dict[str, Row], out: Path, q_star: set[str], choices: dict | None = None
+) -> int:
     """Folds every row's per-seed files into its compact file, then writes the tables and plots
-    of every row that has runs into ``out``; 1 when none has."""
+    of every row that has runs into ``out``; 1 when none has. ``choices``: the seeds each row's
+    settings were chosen on (:func:`lktd_ppl.study.aggregate.chosen_seeds`)."""
     for name in rows:
         if (out / "runs" / name).is_dir():
             compact_row(out / "runs" / name)
@@ -81,11 +84,29 @@ def aggregate_study(rows: dict[str, Row], out: Path, q_star: set[str]) -> int:
     if not all_data:
         print("study: no finished runs to aggregate", file=sys.stderr)
         return 1
-    summaries, diverged = summarise(all_data, q_star)
+    summaries, diverged = summarise(all_data, q_star, choices=choices)
     write_tables(summaries, out, diverged)
     plots(all_data, summaries, out)
     print((out / "table.md").read_text())
     return 0
+
+
+def row_problem(rows: dict[str, Row], chosen: list[str], steps: int, batch: int) -> str | None:
+    """The first row whose settings are refused (checked on the host, every row before any
+    runs: a bad value of a grid would otherwise surface only at its row's turn), or None."""
+    from lktd_ppl.config import build_spec
+    from lktd_ppl.study.runner import row_settings
+
+    for name in chosen:
+        row = rows[name]
+        try:
+            settings = row_settings(row.algo, row.preset, row.overrides)
+            escape = settings.pop("escape")
+            config = {"agent": settings, "escape": escape}
+            build_spec(algo=row.algo, config=config, steps=steps, seeds=batch)
+        except ValueError as e:
+            return f"row {name}: {e}"
+    return None
 
 
 def main(
@@ -96,10 +117,12 @@ def main(
     default_out: Path,
     q_star: set[str],
     description: str = __doc__,
+    choices: dict | None = None,
 ) -> int:
     """The study over ``rows`` (name -> :class:`Row`) with command line ``argv`` (default
     ``sys.argv[1:]``); ``script``: the study script (the worker processes run it again);
-    ``q_star``: the rows also scored against Q*."""
+    ``q_star``: the rows also scored against Q*; ``choices``: the seeds each row's settings were
+    chosen on (the tables' fresh seeds)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser(description, default_out).parse_args(argv)
     deadline = None if args.deadline_s is None else time.time() + args.deadline_s
@@ -111,6 +134,9 @@ def main(
     unknown = [c for c in chosen if c not in rows]
     if unknown:
         print(f"study: unknown config(s) {unknown}; known: {', '.join(rows)}", file=sys.stderr)
+        return 2
+    if not args.aggregate_only and (problem := row_problem(rows, chosen, args.steps, args.batch)):
+        print(f"study: {problem}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.aggregate_only and args.workers > 1:
@@ -135,4 +161,4 @@ def main(
                 return 3
     if args.no_aggregate:
         return 0
-    return aggregate_study(rows, args.out, q_star)
+    return aggregate_study(rows, args.out, q_star, choices)
