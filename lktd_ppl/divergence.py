@@ -9,6 +9,7 @@ Q-value is not finite, or some |Q| exceeds ``10 * R / (1 - gamma)`` (``R``: the 
 stops updating for the rest of the run, and :class:`Health` records the stage, the environment
 step, the member (the first whose Q-values are bad; -1 when only the parameters tell) and why.
 
+JAX is imported inside the functions that trace, so the host-side helpers import cheaply.
 On the host, :func:`run_message` turns the final :class:`Health` into the one-line message of the
 run's exit status 3, and :func:`mask_after` blanks a diverged seed's metrics from its divergence on.
 """
@@ -16,11 +17,12 @@ run's exit status 3, and :func:`mask_after` blanks a diverged seed's metrics fro
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+
+if TYPE_CHECKING:
+    import jax
 
 Q_BOUND_FACTOR = 10.0  # |Q| beyond this many times the largest possible return R / (1 - gamma)
 CAUSES = {
@@ -49,6 +51,8 @@ class Health(NamedTuple):
 
 def healthy() -> Health:
     """A seed that has not diverged."""
+    import jax.numpy as jnp
+
     minus = jnp.full((), -1, jnp.int32)
     zero = jnp.zeros((), jnp.float32)
     return Health(
@@ -58,6 +62,8 @@ def healthy() -> Health:
 
 def see_rewards(health: Health, rewards: jax.Array) -> Health:
     """``health`` with the largest |reward| updated by ``rewards``."""
+    import jax.numpy as jnp
+
     biggest = jnp.max(jnp.abs(jnp.asarray(rewards, jnp.float32)))
     return health._replace(reward_max=jnp.maximum(health.reward_max, biggest))
 
@@ -65,6 +71,8 @@ def see_rewards(health: Health, rewards: jax.Array) -> Health:
 def q_limit(health: Health, gamma: float, reward: float | None, enabled: bool) -> jax.Array:
     """The |Q| bound ``10 R / (1 - gamma)``: R = ``reward``, or (None) the largest |reward| seen
     so far; infinite when switched off, while R is 0, or with gamma 1."""
+    import jax.numpy as jnp
+
     if not enabled:
         return jnp.full((), jnp.inf, jnp.float32)
     r = health.reward_max if reward is None else jnp.float32(reward)
@@ -74,6 +82,9 @@ def q_limit(health: Health, gamma: float, reward: float | None, enabled: bool) -
 
 def params_finite(learner_state: Any) -> jax.Array:
     """Whether every floating-point leaf of ``learner_state`` is finite."""
+    import jax
+    import jax.numpy as jnp
+
     leaves = [
         jnp.all(jnp.isfinite(x))
         for x in jax.tree.leaves(learner_state)
@@ -87,6 +98,8 @@ def assess(
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """(bad, member, cause, largest finite |Q|) of a learner state and its Q-values ``q``
     (members, ...); ``mask`` (broadcast to one member's Q): the entries the bound applies to."""
+    import jax.numpy as jnp
+
     members = q.shape[0]
     flat = q.reshape(members, -1)
     finite = jnp.all(jnp.isfinite(flat), axis=1)
@@ -118,6 +131,9 @@ def guard(
 
     ``trained``: whether the stage ran; a seed already diverged, or whose stage was bad, keeps
     ``before`` (its last finite state)."""
+    import jax
+    import jax.numpy as jnp
+
     bad, member, cause, q_abs = assess(after, q_after, limit, mask)
     new = trained & bad & ~health.diverged
     keep = health.diverged | new
@@ -144,6 +160,8 @@ def guard(
 
 def as_dict(health: Health) -> dict[str, np.ndarray]:
     """The seeds' health as NumPy arrays (leading axis seeds), for the results dict."""
+    import jax
+
     return {k: np.asarray(v) for k, v in jax.device_get(health)._asdict().items()}
 
 

@@ -209,5 +209,9 @@ def execute(
         raise
     (out / rf.RESUME_FILE).unlink(missing_ok=True)
     results["checkpoint_saves"], results["checkpoint_seconds"] = ckpt.saves, ckpt.save_seconds
-    rf.write_status(out, "finished", step=spec.protocol.total_steps)
+    # a run with diverged seeds is finished, and says so (lktd train then exits with status 3)
+    from lktd_ppl.divergence import run_message
+
+    diverged = run_message(spec.seed_list, spec.members, spec.agent, results.get("divergence"))
+    rf.write_status(out, "finished", step=spec.protocol.total_steps, message=diverged or "")
     return results

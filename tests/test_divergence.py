@@ -5,6 +5,7 @@ keeps the metrics up to the divergence and only finite draws.  Tiny budgets thro
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from pathlib import Path
 
@@ -126,6 +127,9 @@ def test_large_step_size_exits_3_with_the_metrics_so_far(tmp_path, capsys):
     assert not (out / "samples.nc").exists()
     with np.load(out / "checkpoint.npz") as z:
         assert all(np.isfinite(z[k]).all() for k in z.files if z[k].dtype.kind == "f")
+    status = json.loads((out / "status.json").read_text())  # finished, and says it diverged
+    assert status["state"] == "finished"
+    assert status["message"].startswith("seed 0 chain 0 diverged at training stage 0")
     summary = (out / "summary.md").read_text()
     assert "- seed 0 chain 0 diverged at training stage 0 (environment step 200)" in summary
     assert "Every seed diverged: no samples.nc was written." in summary
