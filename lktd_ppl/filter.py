@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from lktd_ppl import validation
 from lktd_ppl.langevin import langevin_step, sgld_move
 from lktd_ppl.rng import fast_key, standard_normal
 from lktd_ppl.ssm import Batch, Measurement, StateSpaceModel
@@ -323,6 +324,7 @@ def lktd(ssm: StateSpaceModel, config: SamplerConfig) -> Kernel:
     the restarting schedule.  Several chains: ``jax.vmap`` over ``key`` and ``state`` (in RL they
     share the minibatch: ``in_axes=(0, 0, None)``).
     """
+    validation.check(config, "sampler.")  # concrete settings only: traced ones pass
     ssm.require_gaussian("LKTD")
 
     preconditioned = config.precondition_max > 1.0

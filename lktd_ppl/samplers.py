@@ -21,6 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lktd_ppl import validation
 from lktd_ppl.filter import Kernel, SamplerConfig, StageInfo
 from lktd_ppl.langevin import langevin_step, sghmc_move, sghmc_step, sgld_move
 from lktd_ppl.rng import fast_key
@@ -98,6 +99,7 @@ def sghmc_inner_step(ssm, config, state, batch, k, key=None, noise=None) -> SGHM
 
 
 def _stage_kernel(ssm, config, init, inner) -> Kernel:
+    validation.check(config, "sampler.")  # concrete settings only: traced ones pass
     total = config.kappa * ssm.p
 
     def step(key: jax.Array, state, batch: Batch, noise: jax.Array | None = None):

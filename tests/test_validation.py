@@ -255,3 +255,24 @@ def test_the_listener_sees_a_compilation():
     with _Counting() as compiles:
         jax.jit(lambda x: x * 3.0 + 1.0)(np.zeros((7, 13), np.float32)).block_until_ready()
     assert compiles != []
+
+
+@pytest.mark.parametrize("factory", ["lktd", "sgld", "sghmc"])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("alpha", 1.5, "sampler.alpha must be in (0, 1), got 1.5"),
+        ("step_size", float("inf"), "sampler.step_size must be a positive finite number, got inf"),
+    ],
+)
+def test_kernel_factories_check_their_settings(factory, field, value, message):
+    """The public kernels (lktd_ppl.lktd, .sgld, .sghmc) refuse a bad SamplerConfig at build."""
+    from lktd_ppl.ssm import from_numpyro
+
+    model = lktd_ppl.load_model("linear_regression:model")
+    data = _api_call("alpha=0.5")["data"]
+    ssm = from_numpyro(model, {k: v[:4] for k, v in data.items()})
+    config = lktd_ppl.SamplerConfig(**{field: value})
+    with _Counting() as compiles, pytest.raises(RunError) as e:
+        getattr(lktd_ppl, factory)(ssm, config)
+    assert str(e.value) == message and compiles == []
