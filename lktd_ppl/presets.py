@@ -30,6 +30,10 @@ ESCAPE_PAPER: dict[str, Any] = {
     "sample_size": 3000,
     "window": 10_000,
     "evals_per_window": 10,
+    # beyond the paper: the divergence guard's |Q| bound, 10 R / (1 - gamma), R the largest
+    # |reward| seen (lktd_ppl/divergence.py)
+    "q_bound": True,
+    "q_bound_reward": None,
 }
 
 _LKTD_FAMILY_PAPER: dict[str, Any] = {

@@ -34,7 +34,13 @@ for _name in ("agents.control", "agents.host_loop", "diagnostics", "envs.gymnax_
 importlib.import_module("gymnax")
 # gymnax describes an environment's spaces with small eager arrays: their conversions compile once
 # per process, when the first control task is described, not when a run is refused
-importlib.import_module("lktd_ppl.envs.gymnax_env").make_env("CartPole-v1")
+
+
+def _describe_cartpole() -> None:
+    importlib.import_module("lktd_ppl.envs.gymnax_env").make_env("CartPole-v1")
+
+
+_describe_cartpole()
 
 # compilations seen while ``_COUNTING`` holds True: XLA compiles, lowerings, and programs read
 # back from the persistent cache
@@ -109,6 +115,8 @@ def test_cli_case(case, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(training, "execute", _refuse_runs)
     _setup(tmp_path, case["setup"])
     argv = case["command"].replace("{tmp}", str(tmp_path)).split()
+    if "CartPole-v1" in argv:  # in a long session JAX's in-memory caches may have dropped those
+        _describe_cartpole()  # small eager conversions: described again, as at import
     with _Counting() as compiles:
         code = cli.main(argv)
     _one_line_error(code, capsys.readouterr().err, case["message"].replace("{tmp}", str(tmp_path)))
