@@ -130,7 +130,20 @@ def _train(args: argparse.Namespace) -> int:
         return _resume(args)
     loaded = config.load_config(args.config) if args.config else None
     config_dir = config.config_path(args.config).parent if args.config else None
-    spec = config.build_spec(
+    spec = _spec_from_args(args, loaded, str(args.config), config_dir)
+    env_name = spec.env.replace(":", "-").replace("/", "-")  # module:EnvId-v0, namespace/EnvId
+    out = Path(args.out) if args.out else Path("runs") / f"{env_name}-{spec.algo}"
+    training.check_folder(out, args.overwrite)
+    _note_replaced(out, args.quiet)
+    _train_and_report(spec, out, args, args.overwrite)
+    return 0
+
+
+def _spec_from_args(
+    args: argparse.Namespace, loaded: dict | None, where: str, config_dir: Path | None
+) -> config.RunSpec:
+    """The run's spec from ``lktd train``'s flags on top of the config ``loaded`` (if any)."""
+    return config.build_spec(
         algo=args.algo,
         env=args.env,
         preset=args.preset,
@@ -141,15 +154,9 @@ def _train(args: argparse.Namespace) -> int:
         first_seed=args.seed,
         steps=args.steps,
         max_draws=args.max_draws,
-        where=str(args.config),
+        where=where,
         config_dir=config_dir,
     )
-    env_name = spec.env.replace(":", "-").replace("/", "-")  # module:EnvId-v0, namespace/EnvId
-    out = Path(args.out) if args.out else Path("runs") / f"{env_name}-{spec.algo}"
-    training.check_folder(out, args.overwrite)
-    _note_replaced(out, args.quiet)
-    _train_and_report(spec, out, args, args.overwrite)
-    return 0
 
 
 def _note_replaced(out: Path, quiet: bool) -> None:
@@ -179,20 +186,7 @@ def _resume(args: argparse.Namespace) -> int:
         raise config.RunError("--resume reads the run's own config.json: drop --config")
     if not (folder / "config.json").is_file():
         raise config.RunError(f"--resume {str(folder)!r}: not a run folder (no config.json)")
-    spec = config.build_spec(
-        algo=args.algo,
-        env=args.env,
-        preset=args.preset,
-        config=config.load_config(folder),
-        sets=args.set,
-        model=args.model,
-        seeds=args.seeds,
-        first_seed=args.seed,
-        steps=args.steps,
-        max_draws=args.max_draws,
-        where=str(folder / "config.json"),
-        config_dir=folder,
-    )
+    spec = _spec_from_args(args, config.load_config(folder), str(folder / "config.json"), folder)
     training.check_resume(folder, spec)
     _train_and_report(spec, folder, args, overwrite=False, resume=True)
     return 0
