@@ -53,12 +53,15 @@ METHODS = ("lktd", "dqn", "qrdqn", "lmcdqn", "bootdqn", "sgld", "sghmc", "kova")
 LKTD_STEP = {
     "CartPole-v1": 1e-4,
     "Acrobot-v1": 1e-4,
-    "MountainCar-v0": 1e-4,
+    "MountainCar-v0": 2e-4,
     "LunarLander-v3": 1e-4,
 }
 # Adam LMCDQN's bias factor and inverse temperature per environment (the sweep's best final IQM;
 # environments not swept yet take the control defaults, a 0.1 and beta 1e5)
-LMCDQN = {"CartPole-v1": {"bias_factor": 1.0, "inverse_temperature": 1e5}}
+LMCDQN = {
+    "CartPole-v1": {"bias_factor": 1.0, "inverse_temperature": 1e5},
+    "MountainCar-v0": {"bias_factor": 1.0, "inverse_temperature": 1e5},
+}
 LKTD_PROTOCOL = {"buffer_size": 10_000, "train_start": 1000, "train_every": 4, "gradient_steps": 1}
 
 
