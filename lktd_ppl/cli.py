@@ -161,7 +161,7 @@ def _spec_from_args(
 
 def _note_replaced(out: Path, quiet: bool) -> None:
     """Say so when the run folder holds an unfinished run that the new run replaces."""
-    from lktd_ppl.run_folder import folder_state, read_status
+    from lktd_ppl.run_status import folder_state, read_status
 
     state = folder_state(out)
     if state in ("interrupted", "failed") and not quiet:

@@ -78,6 +78,7 @@ import numpy as np
 from lktd_ppl.config import RunError, RunSpec, spec_from_folder
 from lktd_ppl.divergence import after_divergence, diverged_seeds, mask_after, summary_lines
 from lktd_ppl.names import ACTION_NAMES, LEVELS
+from lktd_ppl.run_status import write_status
 
 PER_ACTION = (
     "mse",
@@ -89,23 +90,6 @@ PER_ACTION = (
     "start_coverage_equal_tailed",
 )
 RUN_FILES = ("config.json", "metrics.csv", "samples.nc", "checkpoint.npz", "summary.md")
-STATUS_FILE = "status.json"  # running | finished | interrupted | failed, with the step reached
-RESUME_FILE = "resume.npz"  # the whole run state while it runs (removed when it finishes)
-RUN_FILE = "run.json"  # the command line(s), package versions, host
-PACKAGES = (
-    "lktd_ppl",
-    "jax",
-    "jaxlib",
-    "numpy",
-    "flax",
-    "optax",
-    "blackjax",
-    "numpyro",
-    "flashbax",
-    "rlax",
-    "gymnax",
-    "gymnasium",
-)
 MAX_PARAMS_SAVED = 5_000_000  # final parameters go into samples.nc below this many floats
 
 
@@ -156,108 +140,7 @@ def write_metrics_csv(path: Path, rows: list[dict]) -> None:
     write_atomic(path, write, mode="w")
 
 
-# -- the run's lifecycle: status, command line, versions, progress -----------------------------
-
-
-def package_versions() -> dict[str, str | None]:
-    """Python's and the installed version of every package a run's results depend on."""
-    import platform
-    from importlib import metadata
-
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def read_status(folder: str | Path) -> dict:
-    """``status.json`` of a run folder ({} if it has none or it is unreadable)."""
-    try:
-        return json.loads((Path(folder) / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def write_status(folder: Path, state: str, step: int | None = None, message: str = "") -> None:
-    """``status.json``: ``state`` (running, finished, interrupted, failed), the step reached,
-    a message, and the process and host that wrote it; written atomically."""
-    import os
-    import socket
-    import time
-
-    from lktd_ppl.checkpoint import write_atomic
-
-    status = {
-        "state": state,
-        "step": step,
-        "message": message,
-        "resumable": (folder / RESUME_FILE).is_file() and state != "finished",
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    if state == "running":
-        status["message"] = message or f"a run is in progress (pid {os.getpid()})"
-    write_atomic(folder / STATUS_FILE, lambda f: f.write(json.dumps(status, indent=1) + "\n"), "w")
-
-
-def _alive(status: dict) -> bool:
-    """Whether the process that wrote ``status`` runs still (on this host)."""
-    import os
-    import socket
-
-    pid = status.get("pid")
-    if status.get("host") != socket.gethostname() or not isinstance(pid, int):
-        return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def folder_state(folder: str | Path) -> str:
-    """What ``folder`` holds: ``absent``, ``empty``, ``finished``, ``in progress`` (a live
-    process writes it), ``interrupted``, ``failed``, or ``other`` (not a run folder)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return "absent"
-    if not any(folder.iterdir()):
-        return "empty"
-    status = read_status(folder)
-    state = status.get("state")
-    if state == "running":
-        return "in progress" if _alive(status) else "interrupted"  # killed
-    if state in ("finished", "interrupted", "failed"):
-        return state
-    if (folder / "config.json").is_file():  # a folder written before status files
-        return "finished" if (folder / "summary.md").is_file() else "failed"
-    return "other"
-
-
-def record_command(folder: Path, command: str | None, resumed: bool) -> None:
-    """``run.json``: the command line that started the run (and each that resumed it), the
-    package versions and the host."""
-    import socket
-    import time
-
-    path = folder / RUN_FILE
-    record = {"command": command, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    record["host"] = socket.gethostname()
-    record["versions"] = package_versions()
-    if resumed and path.is_file():
-        run = json.loads(path.read_text())
-        run.setdefault("resumed", []).append(record)
-    else:
-        run = record
-    path.write_text(json.dumps(run, indent=1) + "\n")
+# -- the run's progress ---------------------------------------------------------------------
 
 
 def write_progress(folder: Path, spec: RunSpec, partial: dict) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from lktd_ppl import checkpoint
 from lktd_ppl import run_folder as rf
+from lktd_ppl import run_status as rs
 from lktd_ppl.config import RunError, RunSpec, env_kind, flatten, load_config
 
 # seconds between checkpoints: saving costs a fraction of a percent of a run at this interval
@@ -50,14 +51,14 @@ def check_folder(out: str | Path, overwrite: bool) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out {str(out)!r} exists and is not a folder")
-    state = rf.folder_state(out)
+    state = rs.folder_state(out)
     if state == "other":
         raise RunError(
-            f"--out {str(out)!r} is a folder that holds no run (no {rf.STATUS_FILE} or "
+            f"--out {str(out)!r} is a folder that holds no run (no {rs.STATUS_FILE} or "
             "config.json) and is not empty; pick another --out"
         )
     if state == "in progress":
-        raise RunError(f"{str(out)!r}: {rf.read_status(out).get('message', 'a run is going on')}")
+        raise RunError(f"{str(out)!r}: {rs.read_status(out).get('message', 'a run is going on')}")
     if state == "finished" and not overwrite:
         raise RunError(
             f"{str(out)!r} already holds a finished run; pick another --out or pass --overwrite "
@@ -78,11 +79,11 @@ def prepare_folder(out: str | Path, overwrite: bool) -> Path:
     ``overwrite``; an interrupted or failed one always), so no file of it stays beside the new
     run, and create it, writable, with a ``running`` status."""
     out = check_folder(out, overwrite)
-    if rf.folder_state(out) not in ("absent", "empty"):
+    if rs.folder_state(out) not in ("absent", "empty"):
         shutil.rmtree(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        rf.write_status(out, "running")
+        rs.write_status(out, "running")
     except OSError as e:
         raise RunError(f"cannot write the run folder {str(out)!r}: {e.strerror or e}") from None
     return out
@@ -105,21 +106,21 @@ def resume_identity(spec: RunSpec) -> dict:
         source, name = resolve_model(spec.agent.model)
         digest = hashlib.sha256(source.read_bytes()).hexdigest()[:16]
         config["model"] = f"{name} (sha256 {digest})"
-    return {"config": config, "versions": rf.package_versions()}
+    return {"config": config, "versions": rs.package_versions()}
 
 
 def check_resume(out: str | Path, spec: RunSpec) -> Path:
     """Refuse to resume ``out`` (a :class:`RunError` naming the reason) unless it holds an
     unfinished run with a checkpoint, made by the same settings and package versions."""
     out = Path(out)
-    state = rf.folder_state(out)
+    state = rs.folder_state(out)
     if state in ("absent", "empty", "other"):
         raise RunError(f"--resume {str(out)!r}: not a run folder")
     if state == "finished":
         raise RunError(f"--resume {str(out)!r}: the run is finished; there is nothing to resume")
     if state == "in progress":
-        raise RunError(f"--resume {str(out)!r}: {rf.read_status(out).get('message')}")
-    path = out / rf.RESUME_FILE
+        raise RunError(f"--resume {str(out)!r}: {rs.read_status(out).get('message')}")
+    path = out / rs.RESUME_FILE
     if not path.is_file():
         raise RunError(
             f"--resume {str(out)!r}: the run stopped before its first checkpoint; rerun its "
@@ -146,7 +147,7 @@ def _mark(out: Path, state: str, step: int | None = None, message: str = "") -> 
     """Write the status of a run that stopped; a folder that cannot take it any more (removed,
     full disk) leaves the error that stopped the run to be reported."""
     try:
-        rf.write_status(out, state, step=step, message=message)
+        rs.write_status(out, state, step=step, message=message)
     except OSError:
         pass
 
@@ -182,14 +183,14 @@ def execute(
         train = make_train(spec)
     if resume:
         config = load_config(out)
-        rf.write_status(out, "running")
+        rs.write_status(out, "running")
     else:
         prepare_folder(out, overwrite)
         config = rf.write_config(out, spec)
-    rf.record_command(out, command, resumed=resume)
+    rs.record_command(out, command, resumed=resume)
     identity = resume_identity(spec)
     ckpt = checkpoint.Checkpointer(
-        out / rf.RESUME_FILE,
+        out / rs.RESUME_FILE,
         every_seconds=checkpoint_every,
         meta=identity,
         on_save=lambda partial: rf.write_progress(out, spec, partial),
@@ -207,11 +208,11 @@ def execute(
         state = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         _mark(out, state, message=str(e).strip().split("\n")[0] or type(e).__name__)
         raise
-    (out / rf.RESUME_FILE).unlink(missing_ok=True)
+    (out / rs.RESUME_FILE).unlink(missing_ok=True)
     results["checkpoint_saves"], results["checkpoint_seconds"] = ckpt.saves, ckpt.save_seconds
     # a run with diverged seeds is finished, and says so (lktd train then exits with status 3)
     from lktd_ppl.divergence import run_message
 
     diverged = run_message(spec.seed_list, spec.members, spec.agent, results.get("divergence"))
-    rf.write_status(out, "finished", step=spec.protocol.total_steps, message=diverged or "")
+    rs.write_status(out, "finished", step=spec.protocol.total_steps, message=diverged or "")
     return results

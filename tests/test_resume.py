@@ -19,6 +19,7 @@ import pytest
 
 from lktd_ppl import cli, training
 from lktd_ppl import run_folder as rf
+from lktd_ppl import run_status as rs
 from lktd_ppl.checkpoint import Checkpointer, Interrupted, load, save
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,8 +55,8 @@ def wait_until(check, proc: subprocess.Popen, timeout: float = 300.0) -> None:
 
 
 def saved_step(folder: Path) -> int:
-    status = rf.read_status(folder)
-    return status.get("step") or 0 if (folder / rf.RESUME_FILE).is_file() else 0
+    status = rs.read_status(folder)
+    return status.get("step") or 0 if (folder / rs.RESUME_FILE).is_file() else 0
 
 
 def interrupted_run(base: Path, algo: str = "dqn") -> dict:
@@ -67,14 +68,14 @@ def interrupted_run(base: Path, algo: str = "dqn") -> dict:
     wait_until(lambda: saved_step(out) > 0, proc)
     proc.send_signal(signal.SIGTERM)
     got["sigterm"] = (proc.wait(), proc.communicate()[1])
-    got["status_after_sigterm"] = rf.read_status(out)
+    got["status_after_sigterm"] = rs.read_status(out)
     shutil.copytree(out, base / "stopped_copy")  # for the refusal tests
     first = saved_step(out)
     proc = lktd("train", "--resume", str(out), "--checkpoint-every", "0", "-q")
     wait_until(lambda: saved_step(out) > first, proc)
     proc.kill()  # SIGKILL
     got["sigkill"] = (proc.wait(), saved_step(out), first)
-    got["state_after_sigkill"] = rf.folder_state(out)
+    got["state_after_sigkill"] = rs.folder_state(out)
     proc = lktd("train", "--resume", str(out), "-q")
     got["resumed"] = (proc.wait(), proc.communicate())
     return got
@@ -147,15 +148,15 @@ def check_equal_runs(base: Path, got: dict, algo: str) -> None:
     qa = load_datatree(a / "samples.nc").posterior["q"].values
     qb = load_datatree(b / "samples.nc").posterior["q"].values
     np.testing.assert_array_equal(qa, qb)
-    assert rf.read_status(b)["state"] == "finished" and not (b / rf.RESUME_FILE).exists()
-    run = json.loads((b / rf.RUN_FILE).read_text())
+    assert rs.read_status(b)["state"] == "finished" and not (b / rs.RESUME_FILE).exists()
+    run = json.loads((b / rs.RUN_FILE).read_text())
     assert run["command"].startswith("lktd train --steps 10000 --set escape.window=1000")
     assert f"--algo {algo}" in run["command"]
     assert [r["command"] for r in run["resumed"]] == [
         f"lktd train --resume {b} --checkpoint-every 0 -q",
         f"lktd train --resume {b} -q",
     ]
-    assert run["versions"]["jax"] == rf.package_versions()["jax"]
+    assert run["versions"]["jax"] == rs.package_versions()["jax"]
 
 
 def resume_error(capsys, folder: Path, *extra: str) -> str:
@@ -179,8 +180,8 @@ def test_resume_refuses_changed_settings_versions_and_a_finished_run(
         "the settings differ from the interrupted run's: agent.hidden [8] -> [16]; "
         "agent.learning_rate 0.001 -> 0.01"
     )
-    installed = rf.package_versions()
-    monkeypatch.setattr(rf, "package_versions", lambda: {**installed, "jax": "0.0.1"})
+    installed = rs.package_versions()
+    monkeypatch.setattr(rs, "package_versions", lambda: {**installed, "jax": "0.0.1"})
     err = resume_error(capsys, folder)
     assert err == (
         f"lktd train: error: --resume '{folder}': the package versions differ from the "
@@ -264,7 +265,7 @@ def fake_finished_run(folder: Path) -> None:
     folder.mkdir(parents=True)
     for name in ("config.json", "metrics.csv", "summary.md", "diagnose.md", "trace.png"):
         (folder / name).write_text("{}")
-    rf.write_status(folder, "finished", step=4000)
+    rs.write_status(folder, "finished", step=4000)
 
 
 def test_overwrite_replaces_the_folder_whole_and_a_failed_run_says_so(tmp_path):
@@ -283,9 +284,9 @@ def test_overwrite_replaces_the_folder_whole_and_a_failed_run_says_so(tmp_path):
     with pytest.raises(RuntimeError):
         training.execute(tiny_escape(), out, overwrite=True, train=boom)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "run.json", "status.json"]
-    status = rf.read_status(out)
+    status = rs.read_status(out)
     assert (status["state"], status["message"], status["resumable"]) == ("failed", "boom", False)
-    assert rf.folder_state(out) == "failed"
+    assert rs.folder_state(out) == "failed"
     training.check_folder(out, overwrite=False)  # a failed run does not block a rerun
 
 
