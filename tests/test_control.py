@@ -89,17 +89,20 @@ def test_cartpole_learns(algo, random_bar):
     assert (final > random_bar).all(), (final, random_bar)
 
 
+# short episodes and random actions (many truncations), few evaluations (also test_resume's)
+SMALL_CONTROL_SETS = [
+    "control.max_episode_steps=12",
+    "control.eps_end=1.0",
+    "control.train_start=200",
+    "control.eval_every=300",
+    "control.eval_episodes=2",
+    "control.buffer_size=2000",
+    "control.num_probes=8",
+]
+
+
 def small_spec(algo: str, **kw) -> object:
-    sets = [
-        "control.max_episode_steps=12",  # short episodes and random actions: many truncations
-        "control.eps_end=1.0",
-        "control.train_start=200",
-        "control.eval_every=300",
-        "control.eval_episodes=2",
-        "control.buffer_size=2000",
-        "control.num_probes=8",
-        *kw.pop("sets", []),
-    ]
+    sets = [*SMALL_CONTROL_SETS, *kw.pop("sets", [])]
     if algo == "dqn":
         sets.append("hidden=8")
     return build_spec(algo=algo, env=ENV, steps=kw.pop("steps", 900), sets=sets, **kw)

@@ -127,6 +127,19 @@ def stored(results: dict, seed_index: int) -> dict[str, np.ndarray]:
     return {k: np.asarray(v[seed_index, 0, :size]) for k, v in buf.experience.items()}
 
 
+# a time limit of 3 steps (many truncations), random actions (also test_resume's)
+CHAIN_SETS = [
+    "hidden=8",
+    "control.max_episode_steps=3",
+    "control.eps_end=1.0",
+    "control.train_start=200",
+    "control.eval_every=300",
+    "control.eval_episodes=2",
+    "control.best_eval_episodes=5",  # three rounds of two episodes, the last one cut
+    "control.num_probes=8",
+]
+
+
 def test_host_loop_transitions_never_span_episodes():
     """DQN on the chain with a time limit of 3 steps (many truncations) and random actions:
     every stored next_obs is the chain's successor of (obs, action), never the next episode's
@@ -138,16 +151,7 @@ def test_host_loop_transitions_never_span_episodes():
         env=CHAIN,
         steps=600,
         seeds=2,
-        sets=[
-            "hidden=8",
-            "control.max_episode_steps=3",
-            "control.eps_end=1.0",
-            "control.train_start=200",
-            "control.eval_every=300",
-            "control.eval_episodes=2",
-            "control.best_eval_episodes=5",  # three rounds of two episodes, the last one cut
-            "control.num_probes=8",
-        ],
+        sets=CHAIN_SETS,
     )
     train = training.make_train(spec)
     results = train(jnp.stack([jax.random.key(0), jax.random.key(1)]), progress=False)

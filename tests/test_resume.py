@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_control import SMALL_CONTROL_SETS
+from test_gymnasium import CHAIN_SETS
 
 from lktd_ppl import cli, training
 from lktd_ppl import run_folder as rf
@@ -345,26 +347,7 @@ def test_interrupted_checkpointer_saves_then_raises(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 # test_control's and test_gymnasium's small runs: their compiled programs are read back
-CONTROL_SETS = [
-    "control.max_episode_steps=12",
-    "control.eps_end=1.0",
-    "control.train_start=200",
-    "control.eval_every=300",
-    "control.eval_episodes=2",
-    "control.buffer_size=2000",
-    "control.num_probes=8",
-    "hidden=8",
-]
-CHAIN_SETS = [
-    "hidden=8",
-    "control.max_episode_steps=3",
-    "control.eps_end=1.0",
-    "control.train_start=200",
-    "control.eval_every=300",
-    "control.eval_episodes=2",
-    "control.best_eval_episodes=5",
-    "control.num_probes=8",
-]
+CONTROL_SETS = [*SMALL_CONTROL_SETS, "hidden=8"]
 
 
 def stop_at_first_evaluation(path: Path, train, keys) -> int:
