@@ -1,8 +1,10 @@
 """Run configuration: what defines a run (:class:`RunSpec`), read from presets, config files,
 ``--set KEY=VALUE`` strings and flags, checked once here before anything is compiled.
 
-Settings are resolved in this order: a preset (``paper``: every setting written out), then a config
-file (a run folder's ``config.json``), then ``--set`` strings, then the explicit arguments.  Keys:
+Settings are resolved in this order: a preset (``paper``, ``recommended``, ``demo``: every setting
+written out; on the escape room without ``--preset``, LKTD starts from ``recommended``,
+:data:`lktd_ppl.presets.DEFAULT_PRESETS`), then a config file (a run folder's ``config.json``), then
+``--set`` strings, then the explicit arguments.  Keys:
 
 - an agent field (``num_chains=4``); a field of a nested config by its path (``sampler.step_size``),
   or by its bare name where that is unambiguous (``step_size`` means ``sampler.step_size``);
@@ -319,6 +321,10 @@ def build_spec(
         raise RunError(f"{where}: unknown top-level key(s) {', '.join(sorted(extra))}")
     if preset is not None and kind != "escape":
         raise RunError(f"--preset {preset} is a configuration of the escape room, not of {env}")
+    if preset is None and kind == "escape":
+        from lktd_ppl.presets import DEFAULT_PRESETS
+
+        preset = DEFAULT_PRESETS.get(algo)
     if preset is not None:
         from lktd_ppl.presets import preset as preset_values
 

@@ -316,10 +316,13 @@ def test_demo_prints_the_table_and_writes_the_folder(jobs, work):
     folder = work / "tutorial" / "runs" / "demo"
     assert_table_matches(proc.stdout, folder)
     assert "Run folder: runs/demo/" in proc.stdout
-    assert_run_folder(folder, chains=1)
+    assert_run_folder(folder, chains=5)  # the demo preset's five chains
     assert (folder / "model.py").is_file()
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["algo"] == "lktd" and cfg["escape"]["total_steps"] == 20_000
+    assert cfg["agent"]["num_chains"] == 5 and cfg["agent"]["model"].endswith("afterstate_spike_slab")
+    # the goals, each met or missed with its value, under the table
+    assert "equal-tailed 95% coverage within 0.90-0.99 on every action:" in proc.stdout
     # a concise log line per window: steps/s, return, coverage
     logs = [line for line in proc.stderr.splitlines() if "steps/s" in line]
     assert len(logs) == 2 and all("return" in s and "coverage" in s for s in logs), proc.stderr
@@ -360,8 +363,9 @@ def test_rerun_from_config_reproduces_the_metrics(jobs, work):
     assert first == (work / "rerun" / "metrics.csv").read_text()
     a = json.loads((work / "lktd" / "config.json").read_text())
     b = json.loads((work / "rerun" / "config.json").read_text())
-    assert a["agent"]["model"] == b["agent"]["model"] == "model.py:sarsa_spike_slab"
-    assert b["model_source"] == f"{work / 'lktd' / 'model.py'}:sarsa_spike_slab"
+    # the escape default (the recommended preset): the afterstate network
+    assert a["agent"]["model"] == b["agent"]["model"] == "model.py:sarsa_afterstate_spike_slab"
+    assert b["model_source"] == f"{work / 'lktd' / 'model.py'}:sarsa_afterstate_spike_slab"
     a.pop("model_source"), b.pop("model_source")
     assert a == b
     assert (work / "lktd" / "model.py").read_text() == (work / "rerun" / "model.py").read_text()

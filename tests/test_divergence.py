@@ -115,7 +115,7 @@ def test_large_step_size_exits_3_with_the_metrics_so_far(tmp_path, capsys):
     assert err[0] == (
         "lktd train: diverged: seed 0 chain 0 diverged at training stage 0 (environment step "
         "200): non-finite parameters; likely cause: the step size eps0 (sampler.step_size=1) is "
-        "too large for the pseudo-population N (sampler.pseudo_population=10000) and the model's "
+        "too large for the pseudo-population N (sampler.pseudo_population=50000) and the model's "
         "measurement sd sigma (the drift grows with eps0 N / sigma^2): lower sampler.step_size. "
         "0 of 1 seed(s) finished; metrics.csv holds the metrics up to the divergence and "
         "checkpoint.npz the last finite state (summary.md lists the diverged seeds)"

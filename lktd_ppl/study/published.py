@@ -11,7 +11,8 @@ The marker says ``ROW METRIC SEEDS``:
   paper's value for that row (:data:`lktd_ppl.study.tables.PAPER`, in E/N/W/S order);
   ``best_paper_network``, the LKTD-family row with the paper's own network (input (x, y), one
   output per action) whose untrimmed calibration curve lies nearest the diagonal (rows of
-  ``MIN_RUNS_CLOSEST`` runs or more); ``target``, the calibrated configuration's targets.
+  ``MIN_RUNS_CLOSEST`` runs or more); ``recommended``, the row the library's defaults come from
+  (:meth:`Source.recommended`); ``target``, the calibrated configuration's targets.
 - METRIC: a key of :data:`METRICS` (or of :data:`TARGETS` for ``target``).
   ``chosen`` gives the seeds (of the row's) that chose its settings.
 - SEEDS: ``all``, ``fresh`` (the row's fresh seeds, :func:`lktd_ppl.study.aggregate.chosen_seeds`)
@@ -60,8 +61,14 @@ EXEMPT = (
 # the models whose network is not the paper's (x, y) -> one output per action
 OTHER_NETWORKS = ("action_input", "move_input", "afterstate")
 UNDER = 0.90  # the "runs that cover under" threshold (metric under90)
+# the library's defaults: the lowest-MSE LKTD-family row whose untrimmed equal-tailed 95% coverage
+# on fresh seeds lies within this band on every action, over at least this many fresh runs
+DEFAULTS_BAND = (0.90, 0.99)
+DEFAULTS_MIN_RUNS = 20
 TARGETS = {
     "et95_band": f"{ET_BAND[0]:.2f}-{ET_BAND[1]:.2f}",
+    "defaults_band": f"{DEFAULTS_BAND[0]:.2f}-{DEFAULTS_BAND[1]:.2f}",
+    "defaults_runs": f"{DEFAULTS_MIN_RUNS}",
     "under90_level": f"{UNDER:.2f}",
     "gap": f"{GAP_MAX:.2f}",
     "mse": f"{MSE_MAX:.0e}".replace("e-04", "e-4"),
@@ -96,6 +103,9 @@ METRICS: dict[str, Callable[[dict, dict], object]] = {
     "cov": lambda s, d: s["coverage"]["mean"],  # the paper's coverage, trimmed
     "mse": lambda s, d: s["mse"]["mean"],  # trimmed
     "mse_avg": lambda s, d: float(np.nanmean(s["mse"]["mean"])),
+    "mse_untrimmed": lambda s, d: float(np.nanmean(s["mse"]["plain"])),  # the defaults' choice
+    # the median run's wall time here, in minutes (a batch's wall time over its seeds)
+    "minutes_per_run": lambda s, d: float(np.median(d["wall_time"] / d["batch_size"]) / 60),
     "mse_se": lambda s, d: s["mse"]["avg_se"],
     "width_avg": lambda s, d: float(np.nanmean(s["width"]["mean"])),
     "trimmed_windows": lambda s, d: (
@@ -171,6 +181,30 @@ class Source:
         rows = [r for r in rows if len(self.data(r)["seeds"]) >= MIN_RUNS_CLOSEST]
         return min(rows, key=lambda r: calibration_gap(self.summary(r, "all")[0]))
 
+    def recommended(self) -> str:
+        """The row the library's defaults come from: of the LKTD-family rows with at least
+        ``DEFAULTS_MIN_RUNS`` fresh runs whose untrimmed equal-tailed 95% coverage on those runs
+        lies within ``DEFAULTS_BAND`` on every action, the one of lowest MSE (untrimmed, fresh
+        runs, averaged over the actions)."""
+        ok = []
+        for f in sorted((self.results / "runs").glob("*/config.json")):
+            row = f.parent.name
+            if json.loads(f.read_text()).get("method") not in ("lktd", "sgld", "sghmc"):
+                continue
+            if not self.data_ok(row):
+                continue
+            d = self.data(row)
+            fresh = fresh_mask(d["seeds"], chosen_seeds(row, self.choices))
+            if fresh.sum() < DEFAULTS_MIN_RUNS:
+                continue
+            s, _ = self.summary(row, "fresh")
+            et95 = np.asarray(s["coverage_equal_tailed"]["plain"])
+            if np.all((et95 >= DEFAULTS_BAND[0]) & (et95 <= DEFAULTS_BAND[1])):
+                ok.append((float(np.nanmean(s["mse"]["plain"])), row))
+        if not ok:
+            raise ValueError("published: no row meets the defaults' coverage band on fresh seeds")
+        return min(ok)[1]
+
     def data_ok(self, row: str) -> bool:
         try:
             self.data(row)
@@ -186,6 +220,10 @@ class Source:
             return TARGETS[metric]
         if row == "best_paper_network":
             row = self.best_paper_network()
+            if metric == "name":
+                return f"`{row}`"
+        if row == "recommended":
+            row = self.recommended()
             if metric == "name":
                 return f"`{row}`"
         if row.startswith("paper:"):
