@@ -67,7 +67,7 @@ class Sizes:
     method_reps: int = 500  # updates per timed scan (KOVA: kova_reps)
     kova_reps: int = 5
     repeats: int = 5
-    lktd_widths: tuple[int, ...] = (28, 51, 96, 169, 312, 544, 996)  # p ~ 1e3 ... 1e6
+    lktd_widths: tuple[int, ...] = (28, 51, 96, 169, 320, 544, 996)  # p ~ 1e3 ... 1e6
     lktd_batches: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
     batch_scan_width: int = 169  # p ~ 3e4 for the scan over n
     kova_widths: tuple[int, ...] = (28, 51, 96, 137)  # p ~ 1e3 ... 2e4
@@ -76,12 +76,12 @@ class Sizes:
     escape_steps: int = 1_000_000
     escape_repeats: int = 3
     chain_counts: tuple[int, ...] = (1, 4, 16)
-    chain_steps: int = 30_000
+    chain_steps: int = 20_000
     device_seeds: int = 16
     device_steps: int = 10_000
     cartpole_seeds: tuple[int, ...] = (1, 16, 256)
     cartpole_act_steps: int = 2000
-    cartpole_train_steps: int = 1000
+    cartpole_train_steps: int = 500
 
 
 TINY = Sizes(
@@ -408,11 +408,13 @@ def bench_scaling(sizes: Sizes, folder: Path) -> list[dict]:
             row("scaling", "kova update", f"p {p}, n 100", t * 1e3, "ms", t / kt[0], "min p")
         )
     rows.append(slope_rows("kova slope in p", "n 100", kp, kt, 2.0))
+    rows.append(slope_rows("kova slope in p, p >= 5e3", "n 100", kp, kt, 2.0, lo=5e3))
     return rows
 
 
 # ---- the escape run in a fresh process
 
+ESCAPE_PARTS = ("wall", "process", "setup", "compile", "train call")
 COMPILE_EVENTS = (
     "/jax/core/compile/jaxpr_trace_duration",
     "/jax/core/compile/jaxpr_to_mlir_module_duration",
@@ -423,8 +425,9 @@ COMPILE_EVENTS = (
 
 def escape_run_here(steps: int, seed: int = 0, **overrides: Any) -> dict:
     """One escape run of the paper preset in this process: seconds of setup (config, model,
-    learner), of compilation (tracing, lowering, XLA compile or cache read, as JAX's monitoring
-    events report them) and of the rest of the run."""
+    learner), of compilation (tracing, lowering, XLA compile or cache reads, as JAX's monitoring
+    events report them, summed over threads: the harness compiles its chunk program on a second
+    thread beside the first), of the train call (compilation and run) and in all."""
     import jax
     import jax.monitoring
 
@@ -446,13 +449,7 @@ def escape_run_here(steps: int, seed: int = 0, **overrides: Any) -> dict:
     c1 = compile_s[0]
     jax.block_until_ready(train(jax.random.key(seed)[None], progress=False))
     t2 = time.perf_counter()
-    compiled = compile_s[0] - c1
-    return {
-        "setup": t1 - t0,
-        "compile": compiled,
-        "run": t2 - t1 - compiled,
-        "wall": t2 - t0,
-    }
+    return {"setup": t1 - t0, "compile": compile_s[0] - c1, "train call": t2 - t1, "wall": t2 - t0}
 
 
 def escape_run_process(steps: int, cache_dir: str, seed: int = 0) -> dict:
@@ -482,7 +479,7 @@ def bench_escape(sizes: Sizes) -> list[dict]:
     steps = f"{sizes.escape_steps:,} steps, median of {sizes.escape_repeats}"
     cold_wall = float(np.median([r["wall"] for r in runs["cold"]]))
     for cache, rs in runs.items():
-        for part in ("wall", "process", "setup", "compile", "run"):
+        for part in ESCAPE_PARTS:
             value = float(np.median([r[part] for r in rs]))
             each = ", ".join(f"{r[part]:.1f}" for r in rs)
             rows.append(
@@ -520,7 +517,8 @@ def time_call(fn: Callable, *args: Any, **kwargs: Any) -> float:
 
 
 def bench_chains(sizes: Sizes) -> list[dict]:
-    """m chains against one: a run of ``chain_steps`` steps, compiled first, its wall seconds."""
+    """m chains against one: the seconds of a ``chain_steps``-step run, compiled first (the
+    first call's seconds, compilation included, in the setting)."""
     import jax
 
     key = jax.random.key(0)[None]
@@ -534,13 +532,13 @@ def bench_chains(sizes: Sizes) -> list[dict]:
         row(
             "chains",
             f"{m} chain(s)",
-            f"{sizes.chain_steps:,} steps, compiled (first call {first:.1f} s)",
+            f"{sizes.chain_steps:,} steps, compiled (first call {c:.1f} s)",
             t,
             "s",
             t / base,
             "1 chain",
         )
-        for m, (t, first) in times.items()
+        for m, (t, c) in times.items()
     ]
 
 
@@ -664,9 +662,10 @@ def cartpole_spec(steps: int, seeds: int):
     )
 
 
-def cartpole_acting(steps: int, num_seeds: int) -> Callable:
-    """A jitted ``keys -> returns``: ``steps`` epsilon-greedy CartPole steps per seed with the
-    LKTD learner's Q network (untrained), no replay and no training, vmapped over seeds."""
+def cartpole_acting(steps: int, greedy: bool = True) -> Callable:
+    """A jitted ``keys -> returns``: ``steps`` CartPole steps per seed, no replay and no training,
+    vmapped over seeds: epsilon-greedy on the LKTD learner's Q network (untrained; each seed
+    its own network), or (``greedy`` False) uniform random actions."""
     import jax
     import jax.numpy as jnp
 
@@ -688,8 +687,11 @@ def cartpole_acting(steps: int, num_seeds: int) -> Callable:
             obs, env_state, total = carry
             k_u, k_env = jax.random.split(k)
             u = jax.random.uniform(k_u, (2,))
-            q = learner.q_values(lstate, 0, obs[None].astype(jnp.float32))
-            a = epsilon_greedy(u[0], u[1], q[0], legal, 0.05)
+            if greedy:
+                q = learner.q_values(lstate, 0, obs[None].astype(jnp.float32))
+                a = epsilon_greedy(u[0], u[1], q[0], legal, 0.05)
+            else:  # uniform random actions: the environment's own cost
+                a = jnp.minimum((u[0] * task.num_actions).astype(jnp.int32), task.num_actions - 1)
             obs, env_state, r, _, _, _ = env.step(k_env, env_state, a, params)
             return (obs, env_state, total + r), None
 
@@ -707,25 +709,26 @@ def bench_cartpole(sizes: Sizes) -> list[dict]:
     from lktd_ppl.training import make_train
 
     rows = []
-    act = {}
-    for k in sizes.cartpole_seeds:
-        fn = cartpole_acting(sizes.cartpole_act_steps, k)
-        keys = jax.random.split(jax.random.key(1), k)
-        act[k] = median_times({"x": (fn, keys, 1)}, sizes.repeats)["x"]
-    one = sizes.cartpole_act_steps / act[sizes.cartpole_seeds[0]]
-    for k, t in act.items():
-        tput = k * sizes.cartpole_act_steps / t
-        rows.append(
-            row(
-                "cartpole",
-                f"acting + env, {k} seed(s) vmapped",
-                f"{sizes.cartpole_act_steps:,} steps per seed",
-                tput,
-                "env steps/s",
-                tput / one,
-                "1 seed",
+    for greedy, label in ((False, "env alone (random actions)"), (True, "acting + env")):
+        act = {}
+        for k in sizes.cartpole_seeds:
+            fn = cartpole_acting(sizes.cartpole_act_steps, greedy)
+            keys = jax.random.split(jax.random.key(1), k)
+            act[k] = median_times({"x": (fn, keys, 1)}, sizes.repeats)["x"]
+        one = sizes.cartpole_act_steps / act[sizes.cartpole_seeds[0]]
+        for k, t in act.items():
+            tput = k * sizes.cartpole_act_steps / t
+            rows.append(
+                row(
+                    "cartpole",
+                    f"{label}, {k} seed(s) vmapped",
+                    f"{sizes.cartpole_act_steps:,} steps per seed",
+                    tput,
+                    "env steps/s",
+                    tput / one,
+                    "1 seed",
+                )
             )
-        )
     train_t = {}
     for k in sizes.cartpole_seeds:
         train = make_train(cartpole_spec(sizes.cartpole_train_steps, k))
@@ -762,19 +765,20 @@ def expected_rows(sizes: Sizes, sections: Iterable[str] = SECTIONS) -> list[tupl
         out += [("scaling", "lktd inner step")] * len(sizes.lktd_batches)
         out += [("scaling", "lktd slope in n")]
         out += [("scaling", "kova update")] * len(sizes.kova_widths)
-        out += [("scaling", "kova slope in p")]
+        out += [("scaling", "kova slope in p"), ("scaling", "kova slope in p, p >= 5e3")]
     if "escape" in chosen:
         out += [
             ("escape", f"paper run, {cache} cache: {part}")
             for cache in ("cold", "warm")
-            for part in ("wall", "process", "setup", "compile", "run")
+            for part in ESCAPE_PARTS
         ]
     if "chains" in chosen:
         out += [("chains", f"{m} chain(s)") for m in sizes.chain_counts]
     if "devices" in chosen:
         out += [("devices", name) for name in DEVICE_ROWS]
     if "cartpole" in chosen:
-        out += [("cartpole", f"acting + env, {k} seed(s) vmapped") for k in sizes.cartpole_seeds]
+        for label in ("env alone (random actions)", "acting + env"):
+            out += [("cartpole", f"{label}, {k} seed(s) vmapped") for k in sizes.cartpole_seeds]
         out += [("cartpole", f"lktd training, {k} seed(s) vmapped") for k in sizes.cartpole_seeds]
     return out
 
@@ -811,6 +815,13 @@ def targets(rows: list[dict], sizes: Sizes) -> list[tuple[str, float, str, bool 
         "<= 20",
     )
     big = sizes.cartpole_seeds[-1]
+    add(
+        f"CartPole env alone (random actions), {big} seeds / 1 seed (env steps/s)",
+        find(rows, "cartpole", f"env alone (random actions), {big} seed(s) vmapped"),
+        "ratio",
+        lambda v: v >= 20,
+        ">= 20",
+    )
     add(
         f"CartPole acting, {big} seeds / 1 seed (env steps/s)",
         find(rows, "cartpole", f"acting + env, {big} seed(s) vmapped"),
