@@ -15,7 +15,6 @@ and log lines between chunks), vmapped over seeds.
 
 from __future__ import annotations
 
-import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -418,24 +417,6 @@ def make_train(
 
     final_v = jax.jit(jax.vmap(final_summary))
 
-    def compile_ahead(keys: jax.Array) -> threading.Thread:
-        """Compile the chunk and final programs for ``keys`` on a second thread while the main
-        one compiles and runs ``init_v``: XLA's compiles release the GIL, and the compiled
-        programs land in jit's cache, which the calls in ``train`` then hit.  A failure here is
-        left to those calls, which compile again and raise it."""
-
-        def work() -> None:
-            try:
-                like = jax.eval_shape(init_v, keys)
-                chunks_v.lower(like, jnp.int32(0)).compile()
-                final_v.lower(like).compile()
-            except Exception:
-                pass
-
-        thread = threading.Thread(target=work, name="lktd-compile-ahead", daemon=True)
-        thread.start()
-        return thread
-
     def stack(outs: list) -> dict:
         return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *jax.device_get(outs))
 
@@ -477,9 +458,7 @@ def make_train(
     ):
         keys = jnp.atleast_1d(keys)
         t0 = time.perf_counter()
-        ahead = compile_ahead(keys)
         state, outs, first, spent = resume(init_v(keys), checkpoint)
-        ahead.join()
         seen: set[int] = set()
         bar = None
         if progress:

@@ -426,8 +426,7 @@ COMPILE_EVENTS = (
 def escape_run_here(steps: int, seed: int = 0, **overrides: Any) -> dict:
     """One escape run of the paper preset in this process: seconds of setup (config, model,
     learner), of compilation (tracing, lowering, XLA compile or cache reads, as JAX's monitoring
-    events report them, summed over threads: the harness compiles its chunk program on a second
-    thread beside the first), of the train call (compilation and run) and in all."""
+    events report them), of the train call (compilation and run) and in all."""
     import jax
     import jax.monitoring
 
