@@ -23,9 +23,7 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 EXPERIMENTS = {
     "escape": "escape_study.py",
     "control": "control_study.py",
-    "bench": "bench_inner_step.py",
-    "bench-run": "bench_escape_run.py",
-    "bench-costs": "bench_costs.py",
+    "bench": "bench.py",
 }
 DEMO_STEPS = PRESETS["demo"]["lktd"]["escape"]["total_steps"]
 CHECKPOINT_EVERY = 30.0  # seconds (lktd_ppl.training.CHECKPOINT_EVERY, without importing JAX)

@@ -19,7 +19,7 @@ class SpikeAndSlab(dist.Distribution):
     ``a = -x^2 / (2 slab_sd^2)`` and ``d = -x^2 (1/(2 spike_sd^2) - 1/(2 slab_sd^2)) <= 0``: stable
     (``exp(d) <= 1``, ``lam = 1`` is fine) and about ten times cheaper to differentiate than the
     mixture's logsumexp, which matters because the prior is evaluated on every weight at every
-    inner step (``experiments/bench_inner_step.py``).
+    inner step (``experiments/archive/bench_inner_step.py``).
     """
 
     arg_constraints = {

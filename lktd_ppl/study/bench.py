@@ -1,0 +1,994 @@
+"""One benchmark of every speed claim: ``lktd experiment bench`` writes one Markdown and one CSV
+table (machine, versions, command, date, load) with these row groups (``--only`` picks some):
+
+- ``methods``: one training stage and one inner step of every method (lktd, sgld, sghmc, dqn,
+  bootdqn, qrdqn, kova, lmcdqn) at hidden [32, 32] and [64, 64], each in a jitted ``lax.scan`` on
+  fresh minibatches of 100 (cycled from pre-drawn ones, so XLA cannot hoist loop-invariant work);
+  ratios to LKTD's inner step at the same size;
+- ``scaling``: LKTD's inner step over p (parameters) and n (minibatch), KOVA's update over p,
+  with fitted log-log slopes (ratio column: slope / claimed slope);
+- ``escape``: one run of the paper preset (one chain, [32, 32], buffer 10 000) in a fresh process,
+  cold (an empty persistent compilation cache) and warm (the cache the cold run filled), median
+  of the repeats; compile (trace, lowering, XLA compile or cache read) apart from the rest;
+- ``chains``: m = 1, 4, 16 chains (compiled first; ratio to one chain);
+- ``devices``: the same 16 escape seeds run in one process (vmapped; one after another), on 2
+  forced host devices and on 2 processes (ratio: throughput over the fastest single-process way);
+- ``cartpole``: gymnax CartPole over 1, 16 and 256 vmapped seeds, acting and environment alone
+  and with LKTD training (ratio: env steps/s per seed over one seed's, or total over one's).
+
+Every timing is the median of interleaved repeats after compilation unless the row says
+otherwise; ratios compare rows measured in the same call.  ``--tiny`` runs every row at toy sizes
+(the tests check that every row and column is present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SECTIONS = ("methods", "scaling", "escape", "chains", "devices", "cartpole")
+METHODS = ("lktd", "sgld", "sghmc", "dqn", "bootdqn", "qrdqn", "kova", "lmcdqn")
+LKTD_FAMILY = ("lktd", "sgld", "sghmc")
+COLUMNS = ("section", "row", "setting", "value", "unit", "ratio", "ratio_to", "status")
+PENDING = "pending"
+DEVICE_ROWS = (
+    "1 device, vmapped",
+    "1 device, one after another",
+    "2 forced host devices",
+    "2 processes",
+)
+NUM_BATCHES = 16  # distinct minibatches per timed scan, cycled
+DEFAULT_OUT = Path(__file__).resolve().parents[2] / "experiments" / "results" / "bench"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """How much each row group runs: ``full`` (the committed table) or ``tiny`` (the tests)."""
+
+    hiddens: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64))
+    method_reps: int = 500  # updates per timed scan (KOVA: kova_reps)
+    kova_reps: int = 5
+    repeats: int = 5
+    lktd_widths: tuple[int, ...] = (28, 51, 96, 169, 320, 544, 996)  # p ~ 1e3 ... 1e6
+    lktd_batches: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
+    batch_scan_width: int = 169  # p ~ 3e4 for the scan over n
+    kova_widths: tuple[int, ...] = (28, 51, 96, 137)  # p ~ 1e3 ... 2e4
+    scan_work: float = 3e8  # p * n * steps per timed scan of the scaling rows
+    scaling_repeats: int = 3
+    escape_steps: int = 1_000_000
+    escape_repeats: int = 3
+    chain_counts: tuple[int, ...] = (1, 4, 16)
+    chain_steps: int = 20_000
+    device_seeds: int = 16
+    device_steps: int = 10_000
+    cartpole_seeds: tuple[int, ...] = (1, 16, 256)
+    cartpole_act_steps: int = 2000
+    cartpole_train_steps: int = 500
+
+
+TINY = Sizes(
+    hiddens=((8, 8),),
+    method_reps=4,
+    kova_reps=2,
+    repeats=1,
+    lktd_widths=(8, 16),
+    lktd_batches=(32, 64),
+    batch_scan_width=8,
+    kova_widths=(8, 16),
+    scan_work=3e6,
+    scaling_repeats=1,
+    escape_steps=2000,
+    escape_repeats=1,
+    chain_counts=(1, 4, 16),
+    chain_steps=2000,
+    device_seeds=4,
+    device_steps=2000,
+    cartpole_seeds=(1, 16, 256),
+    cartpole_act_steps=20,
+    cartpole_train_steps=200,
+)
+
+
+def row(
+    section: str,
+    name: str,
+    setting: str,
+    value: float,
+    unit: str,
+    ratio: float = 1.0,
+    ratio_to: str = "-",
+    status: str = "measured",
+) -> dict:
+    """One table row (the CSV's columns, in order)."""
+    return dict(
+        zip(COLUMNS, (section, name, setting, value, unit, ratio, ratio_to, status), strict=True)
+    )
+
+
+def fit_loglog_slope(x: Iterable[float], y: Iterable[float]) -> float:
+    """Least-squares slope of log y against log x: the exponent b of y ~ a x^b."""
+    lx, ly = np.log(np.asarray(list(x), float)), np.log(np.asarray(list(y), float))
+    if lx.size < 2 or np.ptp(lx) == 0:
+        raise ValueError(f"a slope needs at least two distinct x values, got {lx.size}")
+    return float(np.polyfit(lx, ly, 1)[0])
+
+
+def mlp_q_params(width: int, obs_dim: int = 2, num_actions: int = 4) -> int:
+    """Parameters of the shipped Q network ``models/mlp_q.py`` with HIDDEN = (width, width)."""
+    sizes = [obs_dim, width, width, num_actions]
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+
+# ---------------------------------------------------------------- machine and versions
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the libraries the timings depend on."""
+    out = {}
+    for name in ("jax", "jaxlib", "numpyro", "blackjax", "flax", "gymnax"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def machine() -> dict[str, str]:
+    load = os.getloadavg()
+    return {
+        "cpu": cpu_model(),
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        **versions(),
+        "load_before": f"{load[0]:.2f}",
+    }
+
+
+# ---------------------------------------------------------------- timing helpers
+
+
+def median_times(runs: dict[str, tuple[Callable, Any, int]], repeats: int) -> dict[str, float]:
+    """Seconds per unit of each jitted ``fn(arg)`` (``name -> (fn, arg, units)``): compiled first,
+    then ``repeats`` interleaved calls; the median."""
+    import jax
+
+    for fn, arg, _ in runs.values():
+        jax.block_until_ready(fn(arg))
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, (fn, arg, units) in runs.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn(arg))
+            times[name].append((time.perf_counter() - t) / units)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def rl_batches(n: int, num_actions: int = 4, heads: int = 10) -> dict:
+    """NUM_BATCHES escape-room minibatches of ``n`` SARSA transitions on a leading axis."""
+    import jax
+    import jax.numpy as jnp
+
+    def one(key):
+        k = jax.random.split(key, 5)
+        return {
+            "obs": jax.random.uniform(k[0], (n, 2)),
+            "action": jax.random.randint(k[1], (n,), 0, num_actions),
+            "reward": -1.0 + 0.1 * jax.random.normal(k[2], (n,)),
+            "next_obs": jax.random.uniform(k[3], (n, 2)),
+            "next_action": jax.random.randint(k[4], (n,), 0, num_actions),
+            "terminated": jnp.zeros(n),
+            "next_mask": jnp.ones((n, num_actions), jnp.int8),
+            "boot_mask": jnp.ones((n, heads), jnp.int8),
+        }
+
+    stacked = jax.vmap(one)(jax.random.split(jax.random.key(0), NUM_BATCHES))
+    return {**stacked, "stage": jnp.int32(100)}
+
+
+def pick(batches: dict, i: Any, minibatches: int = 1) -> dict:
+    """The ``i``-th minibatch (cyclically); with ``minibatches`` > 1, that many stacked."""
+    import jax.numpy as jnp
+
+    if minibatches == 1:
+        idx = i % NUM_BATCHES
+    else:
+        idx = (i * minibatches + jnp.arange(minibatches)) % NUM_BATCHES
+    return {k: (v if k == "stage" else v[idx]) for k, v in batches.items()}
+
+
+def scan_updates(update: Callable, batches: dict, reps: int, minibatches: int = 1) -> Callable:
+    """A jitted ``state -> state`` of ``reps`` calls ``update(key, state, batch)``."""
+    import jax
+    import jax.numpy as jnp
+
+    @jax.jit
+    def run(state):
+        def body(s, xs):
+            k, i = xs
+            return update(k, s, pick(batches, i, minibatches)), None
+
+        xs = (jax.random.split(jax.random.key(3), reps), jnp.arange(reps))
+        return jax.lax.scan(body, state, xs)[0]
+
+    return run
+
+
+def model_with_hidden(hidden: tuple[int, ...], folder: Path) -> str:
+    """A copy of the shipped ``models/mlp_q.py`` with another HIDDEN, as a user changes the
+    network; returns its ``path:function`` (the spike-and-slab SARSA model)."""
+    import lktd_ppl.models
+
+    src = (Path(lktd_ppl.models.__file__).parent / "mlp_q.py").read_text()
+    if "HIDDEN = (32, 32)" not in src:
+        raise RuntimeError("models/mlp_q.py no longer sets HIDDEN = (32, 32)")
+    path = folder / f"mlp_q_{'x'.join(map(str, hidden))}.py"
+    path.write_text(src.replace("HIDDEN = (32, 32)", f"HIDDEN = {tuple(hidden)!r}"))
+    return f"{path}:sarsa_spike_slab"
+
+
+def default_sampler():
+    """The LKTD family's sampler in its default (consistent) mode: the paper preset, compat off."""
+    from lktd_ppl.filter import SamplerConfig
+    from lktd_ppl.presets import preset
+
+    fields = {f.name for f in dataclasses.fields(SamplerConfig)}
+    paper = {k: v for k, v in preset("paper", "lktd").items() if k in fields}
+    return SamplerConfig(**{**paper, "compat": False})
+
+
+def learners(hidden: tuple[int, ...], folder: Path, methods: Iterable[str] = METHODS) -> dict:
+    """name -> harness Learner of each method on the escape room's shapes, batch 100."""
+    from lktd_ppl.agents.bootdqn import BootDQNConfig, make_bootdqn_learner
+    from lktd_ppl.agents.dqn import DQNConfig, make_dqn_learner
+    from lktd_ppl.agents.harness import EscapeConfig
+    from lktd_ppl.agents.kova import KOVAConfig, make_kova_learner
+    from lktd_ppl.agents.lktd import LKTDAgentConfig, lktd_learner
+    from lktd_ppl.agents.lmcdqn import LMCDQNConfig, make_lmcdqn_learner
+    from lktd_ppl.agents.qrdqn import QRDQNConfig, make_qrdqn_learner
+
+    makers = {
+        "dqn": lambda: make_dqn_learner(DQNConfig(hidden=hidden)),
+        "bootdqn": lambda: make_bootdqn_learner(BootDQNConfig(hidden=hidden)),
+        "qrdqn": lambda: make_qrdqn_learner(QRDQNConfig(hidden=hidden)),
+        "kova": lambda: make_kova_learner(KOVAConfig(hidden=hidden)),
+        "lmcdqn": lambda: make_lmcdqn_learner(LMCDQNConfig(hidden=hidden)),
+    }
+    model = model_with_hidden(hidden, folder) if set(methods) & set(LKTD_FAMILY) else None
+    escape = EscapeConfig(batch_size=100)
+    out = {}
+    for name in methods:
+        if name in LKTD_FAMILY:
+            config = LKTDAgentConfig(
+                model=model, method=name, sampler=default_sampler(), num_chains=1
+            )
+            out[name] = lktd_learner(config, escape)
+        else:
+            out[name] = makers[name]()
+    return out
+
+
+# ---------------------------------------------------------------- row groups
+
+
+def bench_methods(sizes: Sizes, folder: Path) -> list[dict]:
+    """Per training stage and per inner step of every method at each hidden size."""
+    import jax
+
+    kappa = default_sampler().kappa
+    batches = rl_batches(100)
+    rows = []
+    for hidden in sizes.hiddens:
+        runs = {}
+        for name, learner in learners(hidden, folder).items():
+            reps = sizes.kova_reps if name == "kova" else sizes.method_reps
+            run = scan_updates(learner.update, batches, reps, learner.minibatches)
+            runs[name] = (run, learner.init(jax.random.key(1)), reps)
+        stage = median_times(runs, sizes.repeats)
+        inner = {k: v / (kappa if k in LKTD_FAMILY else 1) for k, v in stage.items()}
+        # an LMCDQN stage is J minibatch updates: its inner step is one of them
+        j = learners(hidden, folder, ["lmcdqn"])["lmcdqn"].minibatches
+        inner["lmcdqn"] = stage["lmcdqn"] / j
+        base = inner["lktd"]
+        h = list(hidden)
+        for name in runs:
+            rows.append(
+                row("methods", f"{name} stage", f"hidden {h}", stage[name] * 1e3, "ms")
+                | {"ratio": stage[name] / base, "ratio_to": "lktd inner step"}
+            )
+            rows.append(
+                row("methods", f"{name} inner step", f"hidden {h}", inner[name] * 1e3, "ms")
+                | {"ratio": inner[name] / base, "ratio_to": "lktd inner step"}
+            )
+    return rows
+
+
+def lktd_inner_step_time(width: int, n: int, sizes: Sizes, folder: Path) -> tuple[int, float]:
+    """(p, seconds per LKTD inner step) of the shipped model at HIDDEN = (width, width), batch n."""
+    import jax
+
+    import lktd_ppl
+    from lktd_ppl.api import load_model
+    from lktd_ppl.filter import LKTDState, inner_step
+
+    batches = rl_batches(n)
+    one = pick(batches, 0)
+    model = load_model(model_with_hidden((width, width), folder))
+    ssm = lktd_ppl.from_numpyro(model, one)
+    cfg = default_sampler()
+    steps = int(min(2000, max(3, sizes.scan_work / (ssm.p * n))))
+    state = LKTDState(0.1 * jax.random.normal(jax.random.key(1), (ssm.p,)), one["reward"])
+
+    def update(key, s, batch):
+        return inner_step(ssm, cfg, s, batch, cfg.step_size, key=key)
+
+    run = scan_updates(update, batches, steps)
+    return ssm.p, median_times({"x": (run, state, steps)}, sizes.scaling_repeats)["x"]
+
+
+def kova_update_time(width: int, sizes: Sizes) -> tuple[int, float]:
+    """(p, seconds per KOVA update) at hidden (width, width), batch 100."""
+    import jax
+
+    from lktd_ppl.agents.kova import KOVAConfig, make_kova_learner, mlp_num_params
+
+    learner = make_kova_learner(KOVAConfig(hidden=(width, width), memory_limit_bytes=2**33))
+    reps = min(3, sizes.kova_reps)
+    run = scan_updates(learner.update, rl_batches(100), reps)
+    p = mlp_num_params(2, (width, width), 4)
+    return p, median_times({"x": (run, learner.init(jax.random.key(1)), reps)}, 1)["x"]
+
+
+def slope_rows(name: str, setting: str, xs: list, ts: list, claim: float, lo: float = 0) -> dict:
+    """The fitted log-log slope of ``ts`` over ``xs`` (those with x >= lo) as a row."""
+    sel = [(x, t) for x, t in zip(xs, ts, strict=True) if x >= lo]
+    if len(sel) < 2:  # too few points above lo (tiny mode): fit them all
+        sel = list(zip(xs, ts, strict=True))
+    slope = fit_loglog_slope(*zip(*sel, strict=True))
+    span = f"{setting}, {min(x for x, _ in sel):.3g}-{max(x for x, _ in sel):.3g}"
+    return row("scaling", name, span, slope, "log-log slope", slope / claim, f"claim {claim:g}")
+
+
+def bench_scaling(sizes: Sizes, folder: Path) -> list[dict]:
+    """LKTD's inner step over p (n = 100) and over n, KOVA's update over p, with slopes."""
+    rows = []
+    ps, ts = [], []
+    for w in sizes.lktd_widths:
+        p, t = lktd_inner_step_time(w, 100, sizes, folder)
+        ps.append(p)
+        ts.append(t)
+        rows.append(
+            row("scaling", "lktd inner step", f"p {p}, n 100", t * 1e3, "ms", t / ts[0], "min p")
+        )
+    rows.append(slope_rows("lktd slope in p", "n 100, all p", ps, ts, 1.0))
+    rows.append(slope_rows("lktd slope in p, p >= 1e5", "n 100", ps, ts, 1.0, lo=1e5))
+    ns, tn = [], []
+    for n in sizes.lktd_batches:
+        p, t = lktd_inner_step_time(sizes.batch_scan_width, n, sizes, folder)
+        ns.append(n)
+        tn.append(t)
+        rows.append(
+            row("scaling", "lktd inner step", f"p {p}, n {n}", t * 1e3, "ms", t / tn[0], "min n")
+        )
+    rows.append(slope_rows("lktd slope in n", f"p {p}", ns, tn, 1.0))
+    kp, kt = [], []
+    for w in sizes.kova_widths:
+        p, t = kova_update_time(w, sizes)
+        kp.append(p)
+        kt.append(t)
+        rows.append(
+            row("scaling", "kova update", f"p {p}, n 100", t * 1e3, "ms", t / kt[0], "min p")
+        )
+    rows.append(slope_rows("kova slope in p", "n 100", kp, kt, 2.0))
+    rows.append(slope_rows("kova slope in p, p >= 5e3", "n 100", kp, kt, 2.0, lo=5e3))
+    return rows
+
+
+# ---- the escape run in a fresh process
+
+ESCAPE_PARTS = ("wall", "process", "setup", "compile", "train call")
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+    "/jax/compilation_cache/cache_retrieval_time_sec",
+)
+
+
+def escape_run_here(steps: int, seed: int = 0, **overrides: Any) -> dict:
+    """One escape run of the paper preset in this process: seconds of setup (config, model,
+    learner), of compilation (tracing, lowering, XLA compile or cache reads, as JAX's monitoring
+    events report them), of the train call (compilation and run) and in all."""
+    import jax
+    import jax.monitoring
+
+    from lktd_ppl.config import build_spec
+    from lktd_ppl.training import make_train
+
+    compile_s = [0.0]
+
+    def listen(event: str, duration: float, **_: Any) -> None:
+        if event in COMPILE_EVENTS:
+            compile_s[0] += duration
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    t0 = time.perf_counter()
+    config = {"agent": overrides} if overrides else None
+    spec = build_spec(algo="lktd", preset="paper", config=config, steps=steps)
+    train = make_train(spec)
+    t1 = time.perf_counter()
+    c1 = compile_s[0]
+    jax.block_until_ready(train(jax.random.key(seed)[None], progress=False))
+    t2 = time.perf_counter()
+    return {"setup": t1 - t0, "compile": compile_s[0] - c1, "train call": t2 - t1, "wall": t2 - t0}
+
+
+def escape_run_process(steps: int, cache_dir: str, seed: int = 0) -> dict:
+    """:func:`escape_run_here` in a fresh interpreter with the persistent compilation cache in
+    ``cache_dir``; adds the process's wall seconds (imports included)."""
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache_dir, "JAX_PLATFORMS": "cpu"}
+    code = (
+        "import json, sys; from lktd_ppl.study.bench import escape_run_here; "
+        f"print(json.dumps(escape_run_here({steps}, {seed})))"
+    )
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"escape run failed: {out.stderr.strip().splitlines()[-1:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return {**result, "process": time.perf_counter() - t}
+
+
+def bench_escape(sizes: Sizes) -> list[dict]:
+    """The paper preset's run, cold and warm compilation cache, interleaved; medians."""
+    runs: dict[str, list[dict]] = {"cold": [], "warm": []}
+    for r in range(sizes.escape_repeats):
+        with tempfile.TemporaryDirectory(prefix="lktd_jax_cache_") as cache:
+            runs["cold"].append(escape_run_process(sizes.escape_steps, cache, seed=r))
+            runs["warm"].append(escape_run_process(sizes.escape_steps, cache, seed=r))
+    rows = []
+    steps = f"{sizes.escape_steps:,} steps, median of {sizes.escape_repeats}"
+    cold_wall = float(np.median([r["wall"] for r in runs["cold"]]))
+    for cache, rs in runs.items():
+        for part in ESCAPE_PARTS:
+            value = float(np.median([r[part] for r in rs]))
+            each = ", ".join(f"{r[part]:.1f}" for r in rs)
+            rows.append(
+                row(
+                    "escape",
+                    f"paper run, {cache} cache: {part}",
+                    f"{steps} ({each})",
+                    value,
+                    "s",
+                    value / cold_wall,
+                    "cold wall",
+                )
+            )
+    return rows
+
+
+# ---- chains, seeds, devices
+
+
+def escape_train(steps: int, **overrides: Any) -> Callable:
+    """The paper preset's ``train(keys, progress)`` in default mode with ``overrides``."""
+    from lktd_ppl.config import build_spec
+    from lktd_ppl.training import make_train
+
+    agent = {"compat": False, **overrides}
+    return make_train(build_spec(algo="lktd", preset="paper", config={"agent": agent}, steps=steps))
+
+
+def time_call(fn: Callable, *args: Any, **kwargs: Any) -> float:
+    import jax
+
+    t = time.perf_counter()
+    jax.block_until_ready(fn(*args, **kwargs))
+    return time.perf_counter() - t
+
+
+def bench_chains(sizes: Sizes) -> list[dict]:
+    """m chains against one: the seconds of a ``chain_steps``-step run, compiled first (the
+    first call's seconds, compilation included, in the setting)."""
+    import jax
+
+    key = jax.random.key(0)[None]
+    times = {}
+    for m in sizes.chain_counts:
+        train = escape_train(sizes.chain_steps, num_chains=m)
+        first = time_call(train, key, progress=False)
+        times[m] = (time_call(train, key, progress=False), first)
+    base = times[sizes.chain_counts[0]][0]
+    return [
+        row(
+            "chains",
+            f"{m} chain(s)",
+            f"{sizes.chain_steps:,} steps, compiled (first call {c:.1f} s)",
+            t,
+            "s",
+            t / base,
+            "1 chain",
+        )
+        for m, (t, c) in times.items()
+    ]
+
+
+def sharding_available() -> bool:
+    """Whether this installation has the seed sharding over devices and processes
+    (``lktd_ppl.scale``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("lktd_ppl.scale") is not None
+
+
+SHARDED_RUN = """
+import json, sys, time
+from lktd_ppl import scale
+devices = {devices}
+if devices > 1:
+    scale.force_host_devices(devices)
+scale.initialize_from_env()
+import jax
+from lktd_ppl.config import build_spec
+from lktd_ppl.training import make_train
+spec = build_spec(algo="lktd", preset="paper", config={{"agent": {{"compat": False}}}}, steps={steps})
+train = make_train(spec, devices=devices)
+keys = jax.random.split(jax.random.key(0), {seeds})
+jax.block_until_ready(train(keys, progress=False)["episodes"])
+t = time.perf_counter()
+jax.block_until_ready(train(keys, progress=False)["episodes"])
+print(json.dumps({{"seconds": time.perf_counter() - t, "process": jax.process_index()}}))
+"""
+
+
+def sharded_seconds(sizes: Sizes, devices: int, processes: int) -> float:
+    """Wall seconds of the compiled second call of ``device_seeds`` escape runs sharded over
+    ``devices`` forced host devices in each of ``processes`` local processes (jax.distributed
+    over 127.0.0.1 when more than one; process i pinned to core i where there are enough)."""
+    import socket
+
+    code = SHARDED_RUN.format(devices=devices, steps=sizes.device_steps, seeds=sizes.device_seeds)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    if processes > 1:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env.update(LKTD_COORDINATOR=f"127.0.0.1:{port}", LKTD_NUM_PROCESSES=str(processes))
+    cores = os.cpu_count() or 1
+    procs = []
+    for i in range(processes):
+        env_i = {**env, "LKTD_PROCESS_ID": str(i)} if processes > 1 else env
+        pin = (lambda i=i: os.sched_setaffinity(0, {i})) if processes <= cores else None
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", code],
+                env=env_i,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=pin,
+            )
+        )
+    outs = [p.communicate() for p in procs]
+    if any(p.returncode for p in procs):
+        err = next(e for p, (_, e) in zip(procs, outs, strict=True) if p.returncode)
+        raise RuntimeError(f"sharded run failed: {err.strip().splitlines()[-1:]}")
+    return max(json.loads(o.strip().splitlines()[-1])["seconds"] for o, _ in outs)
+
+
+def bench_devices(sizes: Sizes) -> list[dict]:
+    """The same seeds in one process (vmapped, and one after another), on 2 forced host devices
+    and on 2 processes; ratio: throughput over the fastest single-process way.  Without the
+    sharded paths (``lktd_ppl.scale``) their rows are pending (NaN)."""
+    import jax
+
+    k = sizes.device_seeds
+    train = escape_train(sizes.device_steps)
+    keys = jax.random.split(jax.random.key(0), k)
+    time_call(train, keys, progress=False)  # compile
+    vmapped = time_call(train, keys, progress=False)
+    time_call(train, keys[:1], progress=False)  # compile
+    one_by_one = sum(time_call(train, keys[i : i + 1], progress=False) for i in range(k))
+    seconds = {"1 device, vmapped": vmapped, "1 device, one after another": one_by_one}
+    if sharding_available():
+        seconds["2 forced host devices"] = sharded_seconds(sizes, devices=2, processes=1)
+        seconds["2 processes"] = sharded_seconds(sizes, devices=1, processes=2)
+    fastest = min(vmapped, one_by_one)
+    setting = f"{k} seeds x {sizes.device_steps:,} steps, compiled"
+    rows = []
+    for name in DEVICE_ROWS:
+        t = seconds.get(name, math.nan)
+        status = PENDING if math.isnan(t) else "measured"
+        tput = k * sizes.device_steps / t
+        rows.append(
+            row(
+                "devices",
+                name,
+                setting,
+                tput,
+                "env steps/s",
+                fastest / t,
+                "fastest single-process",
+                status,
+            )
+        )
+    return rows
+
+
+# ---- CartPole
+
+
+def cartpole_spec(steps: int, seeds: int):
+    from lktd_ppl.config import build_spec
+
+    control = {
+        "eval_every": steps,
+        "train_start": 100,
+        "eval_episodes": 2,
+        "best_eval_episodes": 2,
+        "num_probes": 4,
+    }
+    return build_spec(
+        algo="lktd", env="CartPole-v1", config={"control": control}, steps=steps, seeds=seeds
+    )
+
+
+def cartpole_acting(steps: int, greedy: bool = True) -> Callable:
+    """A jitted ``keys -> returns``: ``steps`` CartPole steps per seed, no replay and no training,
+    vmapped over seeds: epsilon-greedy on the LKTD learner's Q network (untrained; each seed
+    its own network), or (``greedy`` False) uniform random actions."""
+    import jax
+    import jax.numpy as jnp
+
+    from lktd_ppl.agents.harness import epsilon_greedy
+    from lktd_ppl.training import make_learner
+
+    spec = cartpole_spec(1000, 1)
+    learner = make_learner(spec)
+    task = spec.control.task
+    env, params = task.env, task.params
+    legal = jnp.ones(task.num_actions, jnp.int8)
+
+    def one_seed(key):
+        k_init, k_reset, k_run = jax.random.split(key, 3)
+        lstate = learner.init(k_init)
+        obs, env_state = env.reset(k_reset, params)
+
+        def step(carry, k):
+            obs, env_state, total = carry
+            k_u, k_env = jax.random.split(k)
+            u = jax.random.uniform(k_u, (2,))
+            if greedy:
+                q = learner.q_values(lstate, 0, obs[None].astype(jnp.float32))
+                a = epsilon_greedy(u[0], u[1], q[0], legal, 0.05)
+            else:  # uniform random actions: the environment's own cost
+                a = jnp.minimum((u[0] * task.num_actions).astype(jnp.int32), task.num_actions - 1)
+            obs, env_state, r, _, _, _ = env.step(k_env, env_state, a, params)
+            return (obs, env_state, total + r), None
+
+        carry = (obs, env_state, jnp.float32(0))
+        return jax.lax.scan(step, carry, jax.random.split(k_run, steps))[0][2]
+
+    return jax.jit(jax.vmap(one_seed))
+
+
+def bench_cartpole(sizes: Sizes) -> list[dict]:
+    """Env steps per second over 1, 16, 256 vmapped seeds: acting and environment alone, and
+    the whole LKTD training run (compiled first; one after another = one seed's time x seeds)."""
+    import jax
+
+    from lktd_ppl.training import make_train
+
+    rows = []
+    for greedy, label in ((False, "env alone (random actions)"), (True, "acting + env")):
+        act = {}
+        for k in sizes.cartpole_seeds:
+            fn = cartpole_acting(sizes.cartpole_act_steps, greedy)
+            keys = jax.random.split(jax.random.key(1), k)
+            act[k] = median_times({"x": (fn, keys, 1)}, sizes.repeats)["x"]
+        one = sizes.cartpole_act_steps / act[sizes.cartpole_seeds[0]]
+        for k, t in act.items():
+            tput = k * sizes.cartpole_act_steps / t
+            rows.append(
+                row(
+                    "cartpole",
+                    f"{label}, {k} seed(s) vmapped",
+                    f"{sizes.cartpole_act_steps:,} steps per seed",
+                    tput,
+                    "env steps/s",
+                    tput / one,
+                    "1 seed",
+                )
+            )
+    train_t = {}
+    for k in sizes.cartpole_seeds:
+        train = make_train(cartpole_spec(sizes.cartpole_train_steps, k))
+        keys = jax.random.split(jax.random.key(2), k)
+        time_call(train, keys, progress=False)  # compile
+        train_t[k] = time_call(train, keys, progress=False)
+    single = train_t[sizes.cartpole_seeds[0]]
+    for k, t in train_t.items():
+        tput = k * sizes.cartpole_train_steps / t
+        rows.append(
+            row(
+                "cartpole",
+                f"lktd training, {k} seed(s) vmapped",
+                f"{sizes.cartpole_train_steps:,} steps per seed",
+                tput,
+                "env steps/s",
+                k * single / t,
+                "one seed after another",
+            )
+        )
+    return rows
+
+
+def expected_rows(sizes: Sizes, sections: Iterable[str] = SECTIONS) -> list[tuple[str, str]]:
+    """(section, row) of every row the chosen groups write at ``sizes``, in order."""
+    chosen = set(sections)
+    out: list[tuple[str, str]] = []
+    if "methods" in chosen:
+        for _ in sizes.hiddens:
+            out += [("methods", f"{m} {part}") for m in METHODS for part in ("stage", "inner step")]
+    if "scaling" in chosen:
+        out += [("scaling", "lktd inner step")] * len(sizes.lktd_widths)
+        out += [("scaling", "lktd slope in p"), ("scaling", "lktd slope in p, p >= 1e5")]
+        out += [("scaling", "lktd inner step")] * len(sizes.lktd_batches)
+        out += [("scaling", "lktd slope in n")]
+        out += [("scaling", "kova update")] * len(sizes.kova_widths)
+        out += [("scaling", "kova slope in p"), ("scaling", "kova slope in p, p >= 5e3")]
+    if "escape" in chosen:
+        out += [
+            ("escape", f"paper run, {cache} cache: {part}")
+            for cache in ("cold", "warm")
+            for part in ESCAPE_PARTS
+        ]
+    if "chains" in chosen:
+        out += [("chains", f"{m} chain(s)") for m in sizes.chain_counts]
+    if "devices" in chosen:
+        out += [("devices", name) for name in DEVICE_ROWS]
+    if "cartpole" in chosen:
+        for label in ("env alone (random actions)", "acting + env"):
+            out += [("cartpole", f"{label}, {k} seed(s) vmapped") for k in sizes.cartpole_seeds]
+        out += [("cartpole", f"lktd training, {k} seed(s) vmapped") for k in sizes.cartpole_seeds]
+    return out
+
+
+# ---------------------------------------------------------------- targets and output
+
+
+def find(rows: list[dict], section: str, name: str) -> dict | None:
+    return next((r for r in rows if r["section"] == section and r["row"] == name), None)
+
+
+def targets(rows: list[dict], sizes: Sizes) -> list[tuple[str, float, str, bool | None]]:
+    """(target, measured value, threshold, met) for each target whose rows were run."""
+    out: list[tuple[str, float, str, bool | None]] = []
+
+    def add(name: str, r: dict | None, key: str, test: Callable[[float], bool], text: str):
+        if r is not None:
+            v = r[key]
+            out.append((name, v, text, None if math.isnan(v) else bool(test(v))))
+
+    add(
+        "LKTD slope in p for p >= 1e5",
+        find(rows, "scaling", "lktd slope in p, p >= 1e5"),
+        "value",
+        lambda v: 0.8 <= v <= 1.15,
+        "0.8-1.15",
+    )
+    cold = find(rows, "escape", "paper run, cold cache: wall")
+    add(
+        f"{sizes.escape_steps:,}-step paper run, cold cache (s)",
+        cold,
+        "value",
+        lambda v: v <= 20,
+        "<= 20",
+    )
+    big = sizes.cartpole_seeds[-1]
+    add(
+        f"CartPole env alone (random actions), {big} seeds / 1 seed (env steps/s)",
+        find(rows, "cartpole", f"env alone (random actions), {big} seed(s) vmapped"),
+        "ratio",
+        lambda v: v >= 20,
+        ">= 20",
+    )
+    add(
+        f"CartPole acting, {big} seeds / 1 seed (env steps/s)",
+        find(rows, "cartpole", f"acting + env, {big} seed(s) vmapped"),
+        "ratio",
+        lambda v: v >= 20,
+        ">= 20",
+    )
+    for k in sizes.cartpole_seeds[1:]:
+        add(
+            f"CartPole training, {k} vmapped / one after another",
+            find(rows, "cartpole", f"lktd training, {k} seed(s) vmapped"),
+            "ratio",
+            lambda v: v >= 1,
+            ">= 1",
+        )
+    for name in ("2 forced host devices", "2 processes"):
+        add(
+            f"{name} / fastest single-process",
+            find(rows, "devices", name),
+            "ratio",
+            lambda v: v >= 1.6,
+            ">= 1.6",
+        )
+    return out
+
+
+def fmt(v: float) -> str:
+    if isinstance(v, str):
+        return v
+    if math.isnan(v):
+        return "pending"
+    return f"{v:.4g}"
+
+
+def markdown(rows: list[dict], info: dict, command: str, sizes: Sizes, seconds: float) -> str:
+    lines = [
+        "# Benchmark: every speed claim in one table",
+        "",
+        f"Command: `{command}`  ",
+        f"Date: {info['date']}; {seconds:.0f} s in all  ",
+        f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}; "
+        f"load average {info['load_before']} before, {info['load_after']} after  ",
+        "Versions: " + ", ".join(f"{k} {info[k]}" for k in versions()),
+        "",
+        "Timings: medians of interleaved repeats after compilation unless a row says otherwise; "
+        "ratios are against the row named in `ratio to`, measured in the same call. "
+        "`pending`: not measured in this build (the sharded paths).",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | threshold | met |",
+        "|---|---|---|---|",
+        *(
+            f"| {t} | {fmt(v)} | {th} | {'pending' if m is None else ('yes' if m else 'NO')} |"
+            for t, v, th, m in targets(rows, sizes)
+        ),
+    ]
+    for section in SECTIONS:
+        rs = [r for r in rows if r["section"] == section]
+        if not rs:
+            continue
+        lines += [
+            "",
+            f"## {section}",
+            "",
+            "| row | setting | value | unit | ratio | ratio to |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['row']} | {r['setting']} | {fmt(r['value'])} | {r['unit']} | "
+            f"{fmt(r['ratio'])} | {r['ratio_to']} |"
+            for r in rs
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(
+    rows: list[dict], info: dict, command: str, sizes: Sizes, out: Path, seconds: float
+) -> tuple[Path, Path]:
+    """``out``.md and ``out``.csv (the CSV carries the machine lines as ``#`` comments)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    md, csv_path = out.with_suffix(".md"), out.with_suffix(".csv")
+    md.write_text(markdown(rows, info, command, sizes, seconds))
+    with csv_path.open("w", newline="") as f:
+        f.write(f"# command: {command}\n")
+        for k, v in info.items():
+            f.write(f"# {k}: {v}\n")
+        w = csv.DictWriter(f, fieldnames=COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return md, csv_path
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a table written by :func:`write_tables` (values as floats)."""
+    lines = [x for x in Path(path).read_text().splitlines() if not x.startswith("#")]
+    rows = list(csv.DictReader(lines))
+    for r in rows:
+        r["value"], r["ratio"] = float(r["value"]), float(r["ratio"])
+    return rows
+
+
+def parse_only(text: str) -> list[str]:
+    chosen = [s for s in text.split(",") if s]
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        raise ValueError(
+            f"--only {text}: unknown row group(s) {', '.join(unknown)}; "
+            f"choose from {', '.join(SECTIONS)}"
+        )
+    return chosen
+
+
+def run(sections: Iterable[str], sizes: Sizes) -> list[dict]:
+    """Rows of the chosen row groups, in the order of SECTIONS."""
+    chosen = set(sections)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="lktd_bench_") as tmp:
+        folder = Path(tmp)
+        groups: dict[str, Callable[[], list[dict]]] = {
+            "methods": lambda: bench_methods(sizes, folder),
+            "scaling": lambda: bench_scaling(sizes, folder),
+            "escape": lambda: bench_escape(sizes),
+            "chains": lambda: bench_chains(sizes),
+            "devices": lambda: bench_devices(sizes),
+            "cartpole": lambda: bench_cartpole(sizes),
+        }
+        for name in SECTIONS:
+            if name in chosen:
+                t = time.perf_counter()
+                rows += groups[name]()
+                print(f"bench: {name} done in {time.perf_counter() - t:.1f} s", flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.simplefilter("ignore")
+    ap = argparse.ArgumentParser(
+        prog="lktd experiment bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--tiny", action="store_true", help="every row at toy sizes (the tests)")
+    ap.add_argument("--only", default="", help=f"comma-separated row groups: {','.join(SECTIONS)}")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="writes OUT.md and OUT.csv (default experiments/results/bench)",
+    )
+    args = ap.parse_args(argv)
+    try:
+        sections = parse_only(args.only) or list(SECTIONS)
+    except ValueError as e:
+        ap.error(str(e))
+    sizes = TINY if args.tiny else Sizes()
+    argv_used = sys.argv[1:] if argv is None else list(argv)
+    command = shlex.join(["lktd", "experiment", "bench", *argv_used])
+    info = machine()
+    info["date"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    t = time.perf_counter()
+    rows = run(sections, sizes)
+    info["load_after"] = f"{os.getloadavg()[0]:.2f}"
+    md, csv_path = write_tables(rows, info, command, sizes, args.out, time.perf_counter() - t)
+    print(md.read_text())
+    print(f"bench: wrote {md} and {csv_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The benchmark command (``lktd experiment bench``, :mod:`lktd_ppl.study.bench`): the slope fit on
+synthetic timings of known slope, the table's files and targets from synthetic rows, and (slow:
+a few minutes of compilation on this machine) the ``--tiny`` table with every row and column
+present and every measured value finite."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lktd_ppl.study import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_slope_fit_recovers_a_known_exponent():
+    p = np.array([1e3, 1e4, 1e5, 1e6])
+    assert bench.fit_loglog_slope(p, 2e-9 * p**1.3) == pytest.approx(1.3, abs=1e-9)
+    # multiplicative noise of +-5% moves the fitted slope by less than 0.03 over three decades
+    noisy = 2e-9 * p**2 * np.array([1.05, 0.95, 1.05, 0.95])
+    assert abs(bench.fit_loglog_slope(p, noisy) - 2.0) < 0.03
+
+
+def test_slope_fit_refuses_one_point():
+    with pytest.raises(ValueError, match="at least two distinct x values, got 1"):
+        bench.fit_loglog_slope([1e3], [1.0])
+
+
+def test_mlp_q_params_at_the_paper_size():
+    assert bench.mlp_q_params(32) == 1284  # the escape model's p ([2, 32, 32, 4])
+
+
+def test_only_refuses_an_unknown_group():
+    with pytest.raises(ValueError) as err:
+        bench.parse_only("methods,gpu")
+    assert str(err.value) == (
+        "--only methods,gpu: unknown row group(s) gpu; choose from "
+        "methods, scaling, escape, chains, devices, cartpole"
+    )
+
+
+def synthetic_rows() -> list[dict]:
+    return [
+        bench.row("scaling", "lktd slope in p, p >= 1e5", "n 100", 1.2, "log-log slope", 1.2),
+        bench.row("escape", "paper run, cold cache: wall", "1 run", 19.5, "s"),
+        bench.row(
+            "devices",
+            "2 processes",
+            "16 seeds",
+            math.nan,
+            "env steps/s",
+            math.nan,
+            "fastest single-process",
+            bench.PENDING,
+        ),
+    ]
+
+
+def test_targets_from_rows():
+    got = bench.targets(synthetic_rows(), bench.Sizes())
+    assert got == [
+        ("LKTD slope in p for p >= 1e5", 1.2, "0.8-1.15", False),
+        ("1,000,000-step paper run, cold cache (s)", 19.5, "<= 20", True),
+        (
+            "2 processes / fastest single-process",
+            pytest.approx(math.nan, nan_ok=True),
+            ">= 1.6",
+            None,
+        ),
+    ]
+
+
+def test_tables_round_trip(tmp_path):
+    info = {**bench.machine(), "date": "2026-12-07 06:00 UTC", "load_after": "1.00"}
+    md, csv_path = bench.write_tables(
+        synthetic_rows(), info, "lktd experiment bench", bench.Sizes(), tmp_path / "b", 1.0
+    )
+    rows = bench.read_csv(csv_path)
+    assert [r["row"] for r in rows] == [r["row"] for r in synthetic_rows()]
+    assert rows[0]["value"] == 1.2 and math.isnan(rows[2]["value"])
+    text = md.read_text()
+    assert "| LKTD slope in p for p >= 1e5 | 1.2 | 0.8-1.15 | NO |" in text
+    assert (
+        "| 2 processes | 16 seeds | pending | env steps/s | pending | fastest single-process |"
+        in text
+    )
+
+
+@pytest.mark.slow
+def test_tiny_table_has_every_row_and_column(tmp_path):
+    out = tmp_path / "bench"
+    cmd = [sys.executable, "-m", "lktd_ppl.cli", "experiment", "bench", "--tiny", "--out", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = bench.read_csv(out.with_suffix(".csv"))
+    assert list(rows[0]) == list(bench.COLUMNS)
+    assert [(r["section"], r["row"]) for r in rows] == bench.expected_rows(bench.TINY)
+    pending = [r["row"] for r in rows if r["status"] == bench.PENDING]
+    assert set(pending) <= {"2 forced host devices", "2 processes"}
+    for r in rows:
+        if r["status"] != bench.PENDING:
+            assert math.isfinite(r["value"]) and math.isfinite(r["ratio"]), r
+            assert r["value"] > 0 or "slope" in r["row"], r
+    md = out.with_suffix(".md").read_text()
+    assert "Command: `lktd experiment bench --tiny --out" in md
+    for name in ("jax", "jaxlib", "numpyro", "blackjax"):
+        assert f"{name} " in md.split("Versions:")[1].splitlines()[0]
+    csv_head = out.with_suffix(".csv").read_text().splitlines()[:3]
+    assert csv_head[0].startswith("# command: lktd experiment bench --tiny")
