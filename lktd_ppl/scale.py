@@ -163,6 +163,8 @@ def seed_map(
         return next(s.data for s in x.addressable_shards if s.device == device)
 
     def split(*args: Any) -> Any:
+        if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args)):
+            return plain(*args)  # traced (eval_shape, an outer jit): the same shapes
         args = [
             jax.device_put(a, sharding) if axis == 0 else a
             for a, axis in zip(args, in_axes, strict=True)
