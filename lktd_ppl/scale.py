@@ -29,6 +29,8 @@ HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 ENV_COORDINATOR = "LKTD_COORDINATOR"
 ENV_NUM_PROCESSES = "LKTD_NUM_PROCESSES"
 ENV_PROCESS_ID = "LKTD_PROCESS_ID"
+BARRIER_TIMEOUT_S = 3600.0  # how long a process waits for the others at a gather
+_barriers = 0  # barriers passed so far (each needs its own name)
 
 
 def force_host_devices(n: int) -> None:
@@ -221,17 +223,23 @@ def to_host(tree: Any) -> Any:
             return jax.random.key_data(x)
         return x
 
+    barrier("gather")  # gloo gives a process that comes late 30 s only
     return multihost_utils.process_allgather(jax.tree.map(plain, tree), tiled=True)
 
 
-def barrier(name: str) -> None:
-    """Wait for every process of the job (nothing with one process)."""
+def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
+    """Wait up to ``timeout_s`` for every process of the job at the coordination service
+    (nothing with one process): the processes' compilations, for one, may end minutes apart."""
     import jax
 
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed  # the job's client: JAX has no public barrier with a timeout
 
-        multihost_utils.sync_global_devices(name)
+    global _barriers
+    _barriers += 1
+    client = distributed.global_state.client
+    client.wait_at_barrier(f"lktd_{name}_{_barriers}", int(timeout_s * 1000))
 
 
 def free_port() -> int:
