@@ -270,7 +270,8 @@ def launch(
     ``jax.distributed`` job (coordinator on 127.0.0.1), process i pinned to its share of the
     cores (``pin``); the first non-zero exit status, else 0."""
     address = f"127.0.0.1:{port or free_port()}"
-    program = program or [sys.executable, "-m", "lktd_ppl.cli"]
+    # -P: the installed lktd_ppl, never a checkout that happens to be the working directory
+    program = program or [sys.executable, "-P", "-m", "lktd_ppl.cli"]
     procs = []
     for i in range(processes):
         env = {
