@@ -111,7 +111,6 @@ def run_row(
     :class:`DeadlineError` (:func:`window_log`)."""
     import jax
 
-
     folder = out / "runs" / name
     folder.mkdir(parents=True, exist_ok=True)
     main = scale.is_main_process()
