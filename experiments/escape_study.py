@@ -11,12 +11,13 @@ tables (CSV, Markdown) and plots (PNG) into ``OUT`` (:mod:`lktd_ppl.study`).
     .venv/bin/python experiments/escape_study.py                      # every row, its seeds
     .venv/bin/python experiments/escape_study.py --seeds 4 --configs lktd_N10000_compat
     .venv/bin/python experiments/escape_study.py --aggregate-only
-    .venv/bin/python experiments/escape_study.py --workers 2 ...         # one process per core
+    .venv/bin/python experiments/escape_study.py --workers 2 --batch 2 ...  # 2 processes
 
 ``--deadline-s S`` stops a batch projected (from its last window) to end more than S seconds from
 now (exit code 3): for a machine lent for a fixed time (``experiments/gpu_study.sh``).
-``--workers W`` starts W processes, each pinned to its own core, that share the batches (process
-i takes every W-th batch, the ``--shard i/W`` option), and aggregates when they are done.
+``--workers W`` runs the study as W local processes of one ``jax.distributed`` job (each pinned to
+its share of the cores) that split every batch's seeds; ``--devices N`` splits them over N
+devices of each process (:mod:`lktd_ppl.scale`).
 
 A row's seed count is the number of seeds its results hold (seeds 0..count-1); raise it and rerun
 to add seeds.

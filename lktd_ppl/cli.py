@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lktd_ppl import config, registry
+from lktd_ppl import config, registry, scale
 from lktd_ppl.presets import PRESETS
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
@@ -70,7 +70,15 @@ def _train_and_report(
     members = spec.members
     quiet = args.quiet
     args.run_folder = out  # named by the message of an interrupted run
-    train = training.make_train(spec)  # loads and checks the model, KOVA's memory need, ...
+    if problem := scale.split_problem(spec.seeds, args.devices, scale.job_size()):
+        raise config.RunError(problem)
+    # loads and checks the model, KOVA's memory need, ...
+    train = training.make_train(spec, devices=args.devices)
+    if not scale.is_main_process():  # another process of the job: its seeds, no output
+        import jax
+
+        train(jax.numpy.stack([jax.random.key(s) for s in spec.seed_list]), progress=False)
+        return
     if not quiet:
         every = e.window if spec.control is None else e.eval_every
         what = f"resuming {out}: " if resume else ""
@@ -127,7 +135,9 @@ def _demo(args: argparse.Namespace) -> int:
         first_seed=args.seed,
         sets=args.set,
     )
-    out = training.check_folder(args.out, overwrite=True)  # replaced whole, never mixed
+    out = Path(args.out)
+    if scale.is_main_process():  # the process that writes the run folder
+        training.check_folder(out, overwrite=True)  # replaced whole, never mixed
 
     def goals(folder: Path) -> str:
         e = spec.escape
@@ -156,8 +166,9 @@ def _train(args: argparse.Namespace) -> int:
     spec = _spec_from_args(args, loaded, str(args.config), config_dir)
     env_name = spec.env.replace(":", "-").replace("/", "-")  # module:EnvId-v0, namespace/EnvId
     out = Path(args.out) if args.out else Path("runs") / f"{env_name}-{spec.algo}"
-    training.check_folder(out, args.overwrite)
-    _note_replaced(out, args.quiet)
+    if scale.is_main_process():  # the process that writes the run folder
+        training.check_folder(out, args.overwrite)
+        _note_replaced(out, args.quiet)
     _train_and_report(spec, out, args, args.overwrite)
     return 0
 
@@ -204,6 +215,11 @@ def _resume(args: argparse.Namespace) -> int:
     for flag, given in (("--out", args.out), ("--overwrite", args.overwrite)):
         if given:
             raise config.RunError(f"--resume continues the run in its own folder: drop {flag}")
+    if scale.job_size() > 1:
+        raise config.RunError(
+            f"--resume runs in one process, got {scale.job_size()} (runs of several processes "
+            "keep no checkpoint)"
+        )
     folder = Path(args.resume)
     if args.config:
         raise config.RunError("--resume reads the run's own config.json: drop --config")
@@ -280,6 +296,24 @@ def _experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _launch(args: argparse.Namespace) -> int:
+    """run an lktd command as several local processes of one jax.distributed job
+
+    Start --processes copies of 'lktd ARGS...' (e.g. 'lktd launch --processes 2 -- train
+    --seeds 16 ...') on this machine, joined into one jax.distributed job over 127.0.0.1 (gloo
+    collectives on CPU) through the LKTD_COORDINATOR, LKTD_NUM_PROCESSES and LKTD_PROCESS_ID
+    variables; each process runs its share of the seeds and process 0 writes the results. On
+    several hosts, set those variables on each host and run the lktd command there instead."""
+    if args.processes < 1:
+        raise config.RunError(f"--processes must be at least 1, got {args.processes}")
+    rest = args.args[1:] if args.args[:1] == ["--"] else args.args
+    if not rest or rest[0] not in ("train", "demo", "experiment"):
+        raise config.RunError(
+            f"launch runs train, demo or experiment, got {' '.join(rest) or 'nothing'!r}"
+        )
+    return scale.launch(args.processes, rest, port=args.port, pin=not args.no_pin)
+
+
 def command(sub: Any, name: str, func: Any, **kwargs: Any) -> argparse.ArgumentParser:
     """The subcommand ``name`` running ``func``: its help is the docstring's first line, its
     description the rest."""
@@ -313,6 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
             "field's type (tuples as 32,32; none for optional fields)",
         )
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
+        p.add_argument(
+            "--devices",
+            type=int,
+            metavar="N",
+            help="split the seeds over N devices of this process (on CPU: N host devices, set "
+            "up before JAX starts); --seeds must be a multiple of N times the processes "
+            "(lktd launch); it changes no result (default 1)",
+        )
         p.add_argument(
             "--checkpoint-every",
             type=float,
@@ -406,6 +448,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     exp.add_argument("name", help="experiment name: " + ", ".join(table))
     exp.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the experiment")
+
+    launch = command(sub, "launch", _launch)
+    launch.add_argument("--processes", type=int, default=2, help="processes (default 2)")
+    launch.add_argument("--port", type=int, help="the coordinator's port (default: a free one)")
+    launch.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="leave the processes unpinned (default: process i runs on its share of the cores)",
+    )
+    launch.add_argument("args", nargs=argparse.REMAINDER, help="-- then the lktd command")
     return parser
 
 
@@ -420,6 +472,14 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = shlex.join(["lktd", *argv])
     prog = f"lktd {args.command}"
     try:
+        devices = getattr(args, "devices", None)
+        if devices is not None and devices < 1:
+            raise config.RunError(f"--devices must be at least 1, got {devices}")
+        if devices is not None and devices > 1:
+            scale.force_host_devices(devices)  # before JAX starts its backend
+        if args.command != "launch" and scale.initialize_from_env() > 1:
+            if not scale.is_main_process() and hasattr(args, "quiet"):
+                args.quiet = True  # one process speaks
         return args.func(args)
     except Interrupted as stop:
         folder = getattr(args, "run_folder", None)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lktd_ppl import checkpoint
+from lktd_ppl import checkpoint, scale
 from lktd_ppl import run_folder as rf
 from lktd_ppl import run_status as rs
 from lktd_ppl.config import RunError, RunSpec, env_kind, flatten, load_config
@@ -26,22 +26,30 @@ def make_learner(spec: RunSpec) -> Any:
     return spec.algorithm.make_learner(spec.agent, spec.protocol)
 
 
-def make_train(spec: RunSpec) -> Callable[..., dict]:
+def make_train(spec: RunSpec, devices: int | None = None) -> Callable[..., dict]:
     """The harness's ``train(keys, progress, log)`` for ``spec`` (the escape room's, the control
     harness on a gymnax task, or the host loop on a Gymnasium one); the learner is built (and the
-    model checked) before anything runs."""
+    model checked) before anything runs.  ``devices``: the seeds are split over this many
+    devices of every process (:mod:`lktd_ppl.scale`; not on a Gymnasium task, whose host loop
+    runs in one process on one device)."""
     learner = make_learner(spec)
     if spec.control is not None and env_kind(spec.env) == "gymnasium":
+        if (devices or 1) > 1 or scale.job_size() > 1:
+            raise RunError(
+                f"--devices {devices or 1} on {scale.job_size()} process(es): a Gymnasium task "
+                f"({spec.env}) runs on one device in one process; the escape room and gymnax "
+                "tasks split their seeds"
+            )
         from lktd_ppl.agents.host_loop import make_host_train
 
         return make_host_train(spec.control, learner)
     if spec.control is not None:
         from lktd_ppl.agents.control import make_control_train
 
-        return make_control_train(spec.control, learner)
+        return make_control_train(spec.control, learner, devices=devices)
     from lktd_ppl.agents.harness import make_train as harness_train
 
-    return harness_train(spec.escape, learner)
+    return harness_train(spec.escape, learner, devices=devices)
 
 
 def check_folder(out: str | Path, overwrite: bool) -> Path:
@@ -199,7 +207,9 @@ def execute(
     keys = jnp.stack([jax.random.key(s) for s in spec.seed_list])
     try:
         with ckpt.catching_signals():
-            results = train(keys, progress=progress, log=log, checkpoint=ckpt)
+            # several processes: no mid-run checkpoint (each save would be a collective gather)
+            several = scale.job_size() > 1
+            results = train(keys, progress=progress, log=log, checkpoint=None if several else ckpt)
         rf.write_run(out, spec, results, config=config)
     except checkpoint.Interrupted as stop:
         _mark(out, "interrupted", step=stop.step, message=str(stop))

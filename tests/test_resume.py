@@ -293,7 +293,7 @@ def test_overwrite_replaces_the_folder_whole_and_a_failed_run_says_so(tmp_path):
 
 
 def test_demo_refuses_a_folder_that_holds_no_run_and_replaces_a_run(tmp_path, capsys, monkeypatch):
-    def no_compile(spec):
+    def no_compile(spec, devices=None):
         raise rf.RunError("reached the training")
 
     monkeypatch.setattr(training, "make_train", no_compile)
@@ -313,7 +313,7 @@ def test_demo_refuses_a_folder_that_holds_no_run_and_replaces_a_run(tmp_path, ca
 
 
 def test_unwritable_out_is_refused_before_compiling(tmp_path, capsys, monkeypatch):
-    def no_compile(spec):
+    def no_compile(spec, devices=None):
         raise AssertionError("compiled")
 
     monkeypatch.setattr(training, "make_train", no_compile)

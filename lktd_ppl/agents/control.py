@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lktd_ppl import divergence, validation
+from lktd_ppl import divergence, scale, validation
 from lktd_ppl.agents.harness import Learner, ReplayProtocol, epsilon_at, epsilon_greedy
 from lktd_ppl.envs.gymnax_env import ControlEnv, make_env
 from lktd_ppl.replay import Replay, example_transition
@@ -129,9 +129,15 @@ class ControlState(NamedTuple):
     health: divergence.Health
 
 
-def make_control_train(config: ControlConfig, learner: Learner) -> Callable[..., dict]:
-    """``train(keys, progress=True, log=None) -> results``: one run per key, vmapped over keys."""
+def make_control_train(
+    config: ControlConfig, learner: Learner, devices: int | None = None
+) -> Callable[..., dict]:
+    """``train(keys, progress=True, log=None) -> results``: one run per key, vmapped over keys.
+    ``devices``: the seeds are split over this many devices of every process
+    (:mod:`lktd_ppl.scale`; it changes no result)."""
     config.validate()
+    mesh = scale.seed_mesh(devices)
+    several = jax.process_count() > 1  # every process gathers whatever one of them reads
     task = config.task
     env, params = task.env, task.params
     num_actions, m = task.num_actions, learner.members
@@ -343,18 +349,18 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
         k_best = jax.random.split(s.key)[1]
         return jnp.mean(greedy_returns(s.best_learner, k_best, config.best_eval_episodes))
 
-    init_v = jax.jit(jax.vmap(init))
-    chunk_v = jax.jit(jax.vmap(chunk, in_axes=(0, None)), donate_argnums=0)
-    best_v = jax.jit(jax.vmap(best_model))
+    init_v = scale.seed_map(init, mesh)
+    chunk_v = scale.seed_map(chunk, mesh, (0, None), donate_argnums=(0,))
+    best_v = scale.seed_map(best_model, mesh)
 
     def report(c: int, out: dict, t0: float, seeds: int, bar: Any, log: Any) -> None:
-        got = jax.device_get(out)
+        got = scale.to_host(out)
         train_ret = np.where(got["train_episodes"] > 0, got["train_return"], np.nan)
         report_progress(c, config.eval_every, got["eval_return"], train_ret, t0, seeds, bar, log)
 
     def collect(outs: list) -> dict:
         """The evaluations so far as results arrays (seeds, evaluations, ...)."""
-        stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *jax.device_get(outs))
+        stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *scale.to_host(outs))
         return {
             "config": asdict(config),
             "eval_steps": np.arange(1, len(outs) + 1) * config.eval_every,
@@ -378,7 +384,7 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
         return trees["state"], outs, float(meta["elapsed"])
 
     def snapshot(state: ControlState, outs: list) -> dict:
-        stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *jax.device_get(outs))
+        stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *scale.to_host(outs))
         return {"state": state, "outs": stacked}
 
     def train(
@@ -388,8 +394,11 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
         checkpoint: Any = None,
     ):
         keys = jnp.atleast_1d(keys)
+        scale.check_seeds(len(keys), mesh)
+        if several and checkpoint is not None:
+            raise ValueError("mid-run checkpoints need a single process: pass checkpoint=None")
         t0 = time.perf_counter()
-        state, outs, spent = resume(init_v(keys), checkpoint)
+        state, outs, spent = resume(init_v(scale.put_seeds(keys, mesh)), checkpoint)
         bar = progress_bar(config.total_steps) if progress else None
         if bar is not None:
             bar.update(len(outs) * config.eval_every)
@@ -397,8 +406,8 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
         for c in range(len(outs), num_chunks):
             state, out = chunk_v(state, jnp.int32(c))
             outs.append(out)
-            divergence.log_new(state.health, seen, log)
-            if bar is not None or log is not None:
+            divergence.log_new(scale.to_host(state.health) if several else state.health, seen, log)
+            if bar is not None or log is not None or several:
                 report(c, out, t0 - spent, len(keys), bar, log)  # rate over both sessions
             if checkpoint is not None:
                 checkpoint.after_call(
@@ -408,7 +417,9 @@ def make_control_train(config: ControlConfig, learner: Learner) -> Callable[...,
                     partial=partial(collect, outs),
                     extra={"chunks": c + 1, "elapsed": spent + time.perf_counter() - t0},
                 )
-        best_return = np.asarray(best_v(state))
+        best_return = np.asarray(scale.to_host(best_v(state)))
+        if several:  # the whole seed axis on every process
+            state = scale.to_host(state)
         if bar is not None:
             bar.close()
         return {

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lktd_ppl import divergence, validation
+from lktd_ppl import divergence, scale, validation
 from lktd_ppl.envs import escape
 from lktd_ppl.envs.truth import q_epsilon_greedy, q_star
 from lktd_ppl.metrics import Metrics, greedy_policy_frequency, interval_metrics
@@ -195,14 +195,19 @@ def make_task(config: EscapeConfig) -> Task:
 
 
 def make_train(
-    config: EscapeConfig, learner: Learner, chunks_per_call: int | None = None
+    config: EscapeConfig,
+    learner: Learner,
+    chunks_per_call: int | None = None,
+    devices: int | None = None,
 ) -> Callable[..., dict]:
     """``train(keys, progress=True, log=None, checkpoint=None) -> results``: one run per key,
     vmapped over keys.  ``chunks_per_call``: chunks per jitted call (it changes no result;
     default: a window's where the run is whole windows, else 1).  ``checkpoint``: a
     :class:`~lktd_ppl.checkpoint.Checkpointer` called after every call (saves the whole carry and
-    the outputs so far; resumes from them)."""
+    the outputs so far; resumes from them).  ``devices``: the seeds are split over this many
+    devices of every process (:mod:`lktd_ppl.scale`; it changes no result)."""
     config.validate()
+    mesh = scale.seed_mesh(devices)
     task = make_task(config)
     params = task.params
     cells, num_actions = task.truth.shape
@@ -403,8 +408,8 @@ def make_train(
     def chunks(s: RunState, c0: jax.Array) -> tuple[RunState, dict]:
         return jax.lax.scan(chunk, s, c0 + jnp.arange(per_call))
 
-    init_v = jax.jit(jax.vmap(init))
-    chunks_v = jax.jit(jax.vmap(chunks, in_axes=(0, None)), donate_argnums=0)
+    init_v = scale.seed_map(init, mesh)
+    chunks_v = scale.seed_map(chunks, mesh, (0, None), donate_argnums=(0,))
 
     def final_summary(s: RunState) -> dict:
         return {
@@ -415,10 +420,11 @@ def make_train(
             "latest": s.latest,
         }
 
-    final_v = jax.jit(jax.vmap(final_summary))
+    final_v = scale.seed_map(final_summary, mesh)
+    several = jax.process_count() > 1  # every process gathers whatever one of them reads
 
     def stack(outs: list) -> dict:
-        return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *jax.device_get(outs))
+        return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *scale.to_host(outs))
 
     def snapshot(state: RunState, outs: list) -> dict:
         return {"state": state, "outs": stack(outs)}
@@ -457,8 +463,11 @@ def make_train(
         checkpoint: Any = None,
     ):
         keys = jnp.atleast_1d(keys)
+        scale.check_seeds(len(keys), mesh)
+        if several and checkpoint is not None:
+            raise ValueError("mid-run checkpoints need a single process: pass checkpoint=None")
         t0 = time.perf_counter()
-        state, outs, first, spent = resume(init_v(keys), checkpoint)
+        state, outs, first, spent = resume(init_v(scale.put_seeds(keys, mesh)), checkpoint)
         seen: set[int] = set()
         bar = None
         if progress:
@@ -470,14 +479,15 @@ def make_train(
         for c0 in range(first, num_chunks, per_call):
             state, out = chunks_v(state, jnp.int32(c0))  # leaves (seeds, per_call, ...)
             outs.append(out)
-            divergence.log_new(state.health, seen, log)
+            health = scale.to_host(state.health) if several else state.health
+            divergence.log_new(health, seen, log)
             done_chunks = c0 + per_call
-            if bar is not None or log is not None:
+            if bar is not None or log is not None or several:
                 steps = done_chunks * config.chunk_steps
                 if bar is not None:
                     bar.update(per_call * config.chunk_steps)
                 if done_chunks % m_eval == 0:
-                    recent = jax.device_get(outs[-(m_eval // per_call) :])
+                    recent = scale.to_host(outs[-(m_eval // per_call) :])
                     covs = np.concatenate([o["metrics"].coverage for o in recent], axis=1)
                     cov = np.nanmean(covs) if np.isfinite(covs).any() else np.nan  # burn-in: none
                     ret = np.mean([o["mean_return"] for o in recent])
@@ -501,7 +511,9 @@ def make_train(
                 )
         if bar is not None:
             bar.close()
-        final = jax.device_get(final_v(state))
+        final = scale.to_host(final_v(state))
+        if several:  # the whole seed axis on every process
+            state = scale.to_host(state)
         return {
             **collect(outs),
             "final": final,

@@ -1,28 +1,30 @@
-"""A study's command line: run the chosen rows' pending seeds (in this process, or in pinned
-worker processes), fold the per-seed files into each row's compact file, aggregate, and write the
-tables and plots.  A study script supplies its rows and calls :func:`main`.
+"""A study's command line: run the chosen rows' pending seeds (in this process, split over its
+devices, or over the processes of a ``jax.distributed`` job), fold the per-seed files into each
+row's compact file, aggregate, and write the tables and plots.  A study script supplies its rows
+and calls :func:`main`.
 
 ``--deadline-s S`` stops a batch projected (from its last window) to end more than S seconds from
 now (exit code 3): for a machine lent for a fixed time.
 
-``--workers W`` starts W processes that share the batches (process i takes every W-th batch, the
-``--shard i/W`` option), each pinned to its own core, and aggregates when they are done: one
-process per core finishes more runs per hour than seeds vmapped in one process
-(``experiments/results/bench_escape_run.md``).
+``--devices N`` splits every batch's seeds over N devices (on CPU, N host devices);
+``--workers W`` starts the study as W local processes of one ``jax.distributed`` job (``lktd
+launch``, process i pinned to its share of the cores), which split every batch's seeds between
+them; process 0 writes the files and aggregates.  A study started on several hosts (the
+``LKTD_*`` variables of :mod:`lktd_ppl.scale` set on each) does the same.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from lktd_ppl import scale
 from lktd_ppl.study.aggregate import summarise
 from lktd_ppl.study.data import compact_row, load_runs
 from lktd_ppl.study.plots import plots
-from lktd_ppl.study.runner import DeadlineError, Row, pin_to_core, run_row, worker_argv
+from lktd_ppl.study.runner import DeadlineError, Row, run_row
 from lktd_ppl.study.tables import write_tables
 
 
@@ -33,16 +35,29 @@ def parser(description: str, default_out: Path) -> argparse.ArgumentParser:
     )
     ap.add_argument("--configs", default="", help="comma-separated row names (default: all)")
     ap.add_argument("--seeds", type=int, default=0, help="seeds per row (default: its full count)")
-    ap.add_argument("--batch", type=int, default=1, help="seeds vmapped per batch (default 1)")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="seeds vmapped per batch, split over the devices and processes (default 1; rounded "
+        "up to a multiple of them)",
+    )
     ap.add_argument("--steps", type=int, default=1_000_000)
     ap.add_argument("--out", type=Path, default=default_out)
     ap.add_argument("--aggregate-only", action="store_true")
-    ap.add_argument("--workers", type=int, default=1, help="processes sharing the batches")
-    ap.add_argument("--shard", default="0/1", help="I/W: run every W-th batch from the I-th")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="local processes of one jax.distributed job splitting every batch (lktd launch)",
+    )
+    ap.add_argument(
+        "--devices", type=int, default=1, help="devices per process splitting every batch"
+    )
     ap.add_argument(
         "--no-aggregate",
         action="store_true",
-        help="run, then stop (for workers); the per-seed files stay as they are",
+        help="run, then stop; the per-seed files stay as they are",
     )
     ap.add_argument(
         "--deadline-s",
@@ -54,21 +69,17 @@ def parser(description: str, default_out: Path) -> argparse.ArgumentParser:
     return ap
 
 
-def run_workers(script: Path, argv: list[str], workers: int) -> int:
-    """``script`` with ``argv`` in ``workers`` pinned processes, shard i of W each, without
-    aggregating; 0 when all succeed."""
-    t = time.perf_counter()
-    base = [sys.executable, str(script), *worker_argv(argv), "--no-aggregate"]
-    procs = [
-        subprocess.Popen([*base, "--shard", f"{i}/{workers}"], preexec_fn=pin_to_core(i))
-        for i in range(workers)
-    ]
-    codes = [p.wait() for p in procs]
-    print(f"study: {workers} workers done in {time.perf_counter() - t:.0f} s")
-    if any(codes):
-        print(f"study: a worker failed (exit codes {codes})", file=sys.stderr)
-        return 1
-    return 0
+def without(argv: list[str], flag: str) -> list[str]:
+    """``argv`` without ``flag`` and its value (``--flag V`` or ``--flag=V``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(f"{flag}="):
+            out.append(a)
+    return out
 
 
 def aggregate_study(
@@ -126,10 +137,14 @@ def main(
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser(description, default_out).parse_args(argv)
     deadline = None if args.deadline_s is None else time.time() + args.deadline_s
-    shard = tuple(int(x) for x in args.shard.split("/"))
-    if len(shard) != 2 or not 0 <= shard[0] < shard[1]:
-        print(f"study: --shard wants I/W with 0 <= I < W, got {args.shard}", file=sys.stderr)
-        return 2
+    for flag, value in (("--workers", args.workers), ("--devices", args.devices)):
+        if value < 1:
+            print(f"study: {flag} must be at least 1, got {value}", file=sys.stderr)
+            return 2
+    if not args.aggregate_only and args.workers == 1:  # before anything starts JAX's backend
+        if args.devices > 1:
+            scale.force_host_devices(args.devices)
+        scale.initialize_from_env()
     chosen = [c for c in args.configs.split(",") if c] or list(rows)
     unknown = [c for c in chosen if c not in rows]
     if unknown:
@@ -139,10 +154,10 @@ def main(
         print(f"study: {problem}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    if not args.aggregate_only and args.workers > 1:
-        if code := run_workers(script, argv, args.workers):
-            return code
-    elif not args.aggregate_only:
+    if not args.aggregate_only and args.workers > 1:  # the same study, as a job of W processes
+        program = [sys.executable, str(script)]
+        return scale.launch(args.workers, without(argv, "--workers"), program=program)
+    if not args.aggregate_only:
         for name in chosen:
             row = rows[name]
             try:
@@ -153,12 +168,12 @@ def main(
                     args.batch,
                     args.steps,
                     args.out,
-                    shard,
                     deadline,
+                    args.devices,
                 )
             except DeadlineError as e:
                 print(f"study: {e}", file=sys.stderr)
                 return 3
-    if args.no_aggregate:
+    if args.no_aggregate or not scale.is_main_process():
         return 0
     return aggregate_study(rows, args.out, q_star, choices)

@@ -1,5 +1,5 @@
-"""Running a study's rows: each row's pending seeds, resumable, in batches, sharded over worker
-processes, within a deadline.
+"""Running a study's rows: each row's pending seeds, resumable, in batches split over devices and
+the processes of a ``jax.distributed`` job (:mod:`lktd_ppl.scale`), within a deadline.
 
 A row is (algorithm, preset, overrides, full seed count): its settings are the preset's
 (:mod:`lktd_ppl.presets`: every setting written out) with the overrides on top, the ``escape``
@@ -10,13 +10,13 @@ algorithm's config and train function; it is the one place that dispatches on th
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from lktd_ppl import scale
 from lktd_ppl.presets import preset
 from lktd_ppl.study.data import covered_seeds, write_seed_files
 
@@ -48,18 +48,18 @@ def row_settings(algo: str, preset_name: str, overrides: dict) -> dict:
 
 
 def make_train_for(
-    algo: str, preset_name: str, overrides: dict, steps: int
+    algo: str, preset_name: str, overrides: dict, steps: int, devices: int | None = None
 ) -> tuple[Callable, Any]:
     """(train function, :class:`~lktd_ppl.config.RunSpec`) of a row: its settings
     (:func:`row_settings`) with ``steps`` env steps, resolved by the config layer and the registry
-    like any ``lktd train`` run."""
+    like any ``lktd train`` run; ``devices``: per process, the seeds are split over them."""
     from lktd_ppl.config import build_spec
     from lktd_ppl.training import make_train
 
     settings = row_settings(algo, preset_name, overrides)
     escape = settings.pop("escape")
     spec = build_spec(algo=algo, config={"agent": settings, "escape": escape}, steps=steps)
-    return make_train(spec), spec
+    return make_train(spec, devices=devices), spec
 
 
 class DeadlineError(RuntimeError):
@@ -98,12 +98,14 @@ def run_row(
     batch: int,
     steps: int,
     out: Path,
-    shard: tuple[int, int] = (0, 1),
     deadline: float | None = None,
+    devices: int | None = None,
 ) -> None:
     """Runs the seeds 0..seeds-1 of row ``name`` that have no run yet, ``batch`` seeds vmapped at a
-    time (this process: every shard[1]-th batch from the shard[0]-th), one file per seed under
-    ``out/runs/<name>/``, beside the row's settings (``config.json``).
+    time, one file per seed under ``out/runs/<name>/``, beside the row's settings
+    (``config.json``).  A batch is split over ``devices`` devices of every process of the job
+    (every process runs this with the same arguments; process 0 writes): ``batch`` is rounded up
+    to a multiple of them, and the last batch is padded with copies of its last seed (dropped).
 
     ``deadline`` (a ``time.time()``): a batch projected to end after it is stopped with
     :class:`DeadlineError` (:func:`window_log`)."""
@@ -111,57 +113,32 @@ def run_row(
 
     folder = out / "runs" / name
     folder.mkdir(parents=True, exist_ok=True)
+    main = scale.is_main_process()
+    split = (devices or 1) * jax.process_count()
     done = covered_seeds(folder)
     pending = [s for s in range(seeds) if s not in done]
-    groups = [pending[i : i + batch] for i in range(0, len(pending), batch)]
+    size = -(-batch // split) * split  # a multiple of the devices the seeds are split over
+    groups = [pending[i : i + size] for i in range(0, len(pending), size)]
     train = None
-    for index, group in enumerate(groups):
-        if index % shard[1] != shard[0]:
-            continue
+    for group in groups:
         if train is None:
-            train, _ = make_train_for(row.algo, row.preset, row.overrides, steps)
+            train, _ = make_train_for(row.algo, row.preset, row.overrides, steps, devices)
             settings = row_settings(row.algo, row.preset, row.overrides)
             settings["escape"]["total_steps"] = steps
             record = {"algo": row.algo, "preset": row.preset, **settings}
-            (folder / "config.json").write_text(json.dumps(record, indent=1))
-        keys = jax.numpy.stack([jax.random.key(s) for s in group])
+            if main:
+                (folder / "config.json").write_text(json.dumps(record, indent=1))
+        padded = group + group[-1:] * (-len(group) % split)
+        keys = jax.numpy.stack([jax.random.key(s) for s in padded])
         t = time.perf_counter()
-        res = train(keys, progress=sys.stderr.isatty(), log=window_log(name, steps, deadline))
+        log = window_log(name, steps, deadline) if main else None
+        res = train(keys, progress=main and sys.stderr.isatty(), log=log)
         wall = time.perf_counter() - t
+        if not main:
+            continue
         write_seed_files(folder, group, res, wall, jax.default_backend())
         print(
             f"{name}: seeds {group[0]}..{group[-1]} ({len(group)}) done in {wall:.0f} s "
             f"on {jax.default_backend()} -> {folder}",
             flush=True,
         )
-
-
-def worker_argv(argv: list[str]) -> list[str]:
-    """The command line without --workers/--shard (and their values), for the worker processes."""
-    out, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-            continue
-        if a in ("--workers", "--shard"):
-            skip = True
-            continue
-        if a.startswith(("--workers=", "--shard=")):
-            continue
-        out.append(a)
-    return out
-
-
-def pin_to_core(i: int) -> Callable[[], None]:
-    """For worker i: run on core i only (when there are at least as many cores as workers).
-
-    Unpinned, the workers' threads (XLA's pool, the quantile sort's) migrate and contend (see
-    ``experiments/results/bench_escape_run.md``).  The sort's thread count follows the affinity
-    (:mod:`lktd_ppl.metrics`), so a pinned worker sorts on one thread."""
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-
-    def pin() -> None:
-        if cores:
-            os.sched_setaffinity(0, {cores[i % len(cores)]})
-
-    return pin

@@ -1,0 +1,53 @@
+"""A tiny run for tests/test_scale.py, in a subprocess: ``python tests/scale_job.py OUT.npz ALGO
+ENV [DEVICES]``.  With DEVICES, it runs the plain path and the seeds split over DEVICES forced host
+devices in one process (``plain_*`` and ``split_*``); under ``lktd_ppl.scale.launch`` (the
+``LKTD_*`` variables), the seeds split over the job's processes (process 0 saves ``split_*``)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from lktd_ppl import scale
+
+SEEDS = 4
+ESCAPE = ["escape.window=500", "escape.evals_per_window=2", "escape.sample_size=20"]
+ESCAPE += ["escape.train_start=200", "escape.buffer_size=200", "escape.batch_size=20"]
+CONTROL = ["control.eval_every=500", "control.train_start=200", "control.buffer_size=200"]
+CONTROL += ["control.batch_size=20", "control.eval_episodes=2", "control.best_eval_episodes=2"]
+
+
+def arrays(results: dict) -> dict:
+    """The per-seed arrays compared: every evaluation and the final learner's parameters."""
+    import jax
+
+    keep = {k: v for k, v in results.items() if k not in ("state", "config", "wall_time")}
+    keep["learner"] = results["state"].learner
+    leaves = jax.tree_util.tree_flatten_with_path(keep)[0]
+    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves if np.ndim(v) > 0}
+
+
+def main(out: str, algo: str, env: str, devices: int | None) -> None:
+    if devices:
+        scale.force_host_devices(devices)
+    scale.initialize_from_env()
+    import jax
+
+    from lktd_ppl import training
+    from lktd_ppl.config import build_spec
+
+    sets = [*(ESCAPE if env == "escape" else CONTROL), "hidden=8"]
+    spec = build_spec(algo=algo, env=env, steps=1000, seeds=SEEDS, sets=sets)
+    keys = jax.numpy.stack([jax.random.key(s) for s in spec.seed_list])
+    saved = {}
+    runs = [("plain", None), ("split", devices)] if devices else [("split", None)]
+    for name, n in runs:
+        res = training.make_train(spec, devices=n)(keys, progress=False)
+        saved.update({f"{name} {k}": v for k, v in arrays(res).items()})
+    if scale.is_main_process():
+        np.savez(out, **saved)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else None)

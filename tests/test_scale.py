@@ -1,0 +1,150 @@
+"""Seeds split over devices and processes (lktd_ppl.scale): the same per-seed numbers as one
+device, on forced host devices and on a two-process jax.distributed job (gloo over 127.0.0.1), in
+subprocesses started at the beginning of the session (tests/scale_job.py); and the one-line errors.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lktd_ppl import scale
+from lktd_ppl.cli import main as lktd
+from lktd_ppl.study.command import without
+
+JOB = str(Path(__file__).with_name("scale_job.py"))
+LAUNCH = (
+    "import sys; from lktd_ppl import scale; sys.exit(scale.launch(2, sys.argv[1:], program={}))"
+)
+
+
+def start_background_runs(tmp_path_factory):
+    """The subprocesses' saved arrays, one after another in a thread (the later one reads the
+    earlier one's programs from the compilation cache): 2 forced host devices, then 2
+    processes; 4 seeds each, DQN with 8 hidden units, 1000 steps."""
+    base = tmp_path_factory.mktemp("scale")
+    job = [sys.executable, JOB]
+    runs = {
+        "devices": [*job, str(base / "devices.npz"), "dqn", "escape", "2"],
+        "processes": [sys.executable, "-c", LAUNCH.format(job), str(base / "processes.npz")]
+        + ["dqn", "escape"],
+    }
+
+    def run_all() -> dict:
+        done = {}
+        for name, cmd in runs.items():
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            done[name] = (proc.returncode, proc.stdout + proc.stderr, base / f"{name}.npz")
+        return done
+
+    return ThreadPoolExecutor(1).submit(run_all)
+
+
+def result(background_runs, name: str) -> dict:
+    code, output, path = background_runs.result()[name]
+    assert code == 0, output[-3000:]
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def pairs(got: dict, a: str, b: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(key, array of run ``a``, array of run ``b``) for every array the runs saved."""
+    keys = sorted(k.split(" ", 1)[1] for k in got if k.startswith(a + " "))
+    return [(k, got[f"{a} {k}"], got[f"{b} {k}"]) for k in keys]
+
+
+def check_equal(compared: list) -> None:
+    assert len(compared) > 10
+    assert sum(key.startswith("['learner']") for key, _, _ in compared) >= 2
+    for key, plain, split in compared:
+        if key.startswith("['learner']"):
+            assert plain.shape[0] == 4, key  # seed-first
+        np.testing.assert_array_equal(plain, split, err_msg=key)
+
+
+def test_two_devices_give_each_seed_the_one_device_numbers(background_runs):
+    check_equal(pairs(result(background_runs, "devices"), "plain", "split"))
+
+
+@pytest.mark.slow
+def test_two_devices_on_a_gymnax_task_give_each_seed_the_one_device_numbers(tmp_path):
+    path = tmp_path / "control.npz"
+    subprocess.run([sys.executable, JOB, str(path), "dqn", "CartPole-v1", "2"], check=True)
+    with np.load(path) as z:
+        check_equal(pairs({k: z[k] for k in z.files}, "plain", "split"))
+
+
+def test_two_processes_give_each_seed_the_one_process_numbers(background_runs):
+    one = result(background_runs, "devices")  # its plain path: one device, one process
+    two = result(background_runs, "processes")
+    check_equal(pairs({**one, **two}, "plain", "split"))
+
+
+def test_split_problem_names_seeds_devices_and_processes():
+    assert scale.split_problem(8, 2, 2) is None
+    assert scale.split_problem(6, 2, 2) == (
+        "--seeds 6 must be a multiple of the 4 devices the seeds are split over "
+        "(--devices 2 x 2 process(es))"
+    )
+
+
+def test_a_job_needs_its_coordinator_and_process_id(monkeypatch):
+    monkeypatch.setenv(scale.ENV_NUM_PROCESSES, "2")
+    monkeypatch.delenv(scale.ENV_COORDINATOR, raising=False)
+    monkeypatch.setenv(scale.ENV_PROCESS_ID, "2")
+    with pytest.raises(ValueError) as err:
+        scale.env_processes()
+    assert str(err.value) == (
+        "LKTD_NUM_PROCESSES=2 needs LKTD_COORDINATOR=HOST:PORT and LKTD_PROCESS_ID in 0..1, "
+        "got '' and '2'"
+    )
+    monkeypatch.setenv(scale.ENV_NUM_PROCESSES, "1")
+    assert scale.env_processes() is None and scale.job_size() == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--algo", "dqn", "--devices", "0"], "--devices must be at least 1, got 0"),
+        (
+            ["train", "--algo", "dqn", "--seeds", "3", "--devices", "2"],
+            "--seeds 3 must be a multiple of the 2 devices the seeds are split over "
+            "(--devices 2 x 1 process(es))",
+        ),
+        (
+            ["launch", "--", "diagnose", "x"],
+            "launch runs train, demo or experiment, got 'diagnose x'",
+        ),
+        (["launch", "--processes", "0", "--", "train"], "--processes must be at least 1, got 0"),
+    ],
+)
+def test_cli_refuses_a_split_it_cannot_make(argv, message, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))  # restored afterwards
+    assert lktd([*argv, *(["--out", str(tmp_path / "run")] if argv[0] == "train" else [])]) == 2
+    assert capsys.readouterr().err == f"lktd {argv[0]}: error: {message}\n"
+
+
+def test_a_gymnasium_task_runs_in_one_process_on_one_device():
+    from lktd_ppl import training
+    from lktd_ppl.config import RunError, build_spec
+
+    spec = build_spec(algo="dqn", env="gymnasium:CartPole-v1", sets=["hidden=8"])
+    with pytest.raises(RunError) as err:
+        training.make_train(spec, devices=2)
+    assert str(err.value) == (
+        "--devices 2 on 1 process(es): a Gymnasium task (gymnasium:CartPole-v1) runs on one "
+        "device in one process; the escape room and gymnax tasks split their seeds"
+    )
+
+
+def test_the_study_relaunches_itself_without_workers():
+    assert without(["--workers", "2", "--seeds", "4", "--workers=3"], "--workers") == [
+        "--seeds",
+        "4",
+    ]
