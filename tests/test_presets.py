@@ -114,3 +114,21 @@ def test_demo_goals_name_what_is_missed_with_its_value():
     assert "0.930/0.950/0.890/0.995 (MISSED)" in text and "Missed: equal-tailed" in text
     nan = _means([np.nan] * 4, [0.5] * 4, [1e-4] * 4)
     assert demo.goals(nan)[0][2] is False
+
+
+def test_demo_results_file_is_what_its_rows_give():
+    """experiments/results/demo/demo.md is demo_seeds.py's report of the committed seeds.csv."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import demo_seeds
+
+    folder = ROOT / "experiments" / "results" / "demo"
+    rows = demo_seeds.read_rows(folder / "seeds.csv")
+    assert sorted(int(r["seed"]) for r in rows) == list(range(10))
+    written = (folder / "demo.md").read_text().splitlines()
+    again = demo_seeds.report(rows, "x").splitlines()
+    # every line but the one that names the command and the date
+    assert [w for w in written if not w.startswith("Made by")] == [
+        a for a in again if not a.startswith("Made by")
+    ]
