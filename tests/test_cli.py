@@ -320,7 +320,9 @@ def test_demo_prints_the_table_and_writes_the_folder(jobs, work):
     assert (folder / "model.py").is_file()
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["algo"] == "lktd" and cfg["escape"]["total_steps"] == 20_000
-    assert cfg["agent"]["num_chains"] == 5 and cfg["agent"]["model"].endswith("afterstate_spike_slab")
+    assert cfg["agent"]["num_chains"] == 5 and cfg["agent"]["model"].endswith(
+        "afterstate_spike_slab"
+    )
     # the goals, each met or missed with its value, under the table
     assert "equal-tailed 95% coverage within 0.90-0.99 on every action:" in proc.stdout
     # a concise log line per window: steps/s, return, coverage
