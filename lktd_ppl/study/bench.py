@@ -24,13 +24,11 @@ otherwise; ratios compare rows measured in the same call.  ``--tiny`` runs every
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import datetime
 import json
 import math
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -38,25 +36,44 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-SECTIONS = ("methods", "scaling", "escape", "chains", "devices", "cartpole")
+# the table (its rows, columns, targets and files) is bench_table's; the names tests read re-exported
+from lktd_ppl.study.bench_table import (
+    COLUMNS as COLUMNS,
+)
+from lktd_ppl.study.bench_table import (
+    DEVICE_ROWS,
+    PENDING,
+    SECTIONS,
+    machine,
+    row,
+    write_tables,
+)
+from lktd_ppl.study.bench_table import read_csv as read_csv
+from lktd_ppl.study.bench_table import targets as targets
+
 METHODS = ("lktd", "sgld", "sghmc", "dqn", "bootdqn", "qrdqn", "kova", "lmcdqn")
 LKTD_FAMILY = ("lktd", "sgld", "sghmc")
-COLUMNS = ("section", "row", "setting", "value", "unit", "ratio", "ratio_to", "status")
-PENDING = "pending"
-DEVICE_ROWS = (
-    "1 device, vmapped",
-    "1 device, one after another",
-    "2 forced host devices",
-    "2 processes",
-)
 NUM_BATCHES = 16  # distinct minibatches per timed scan, cycled
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "experiments" / "results" / "bench"
+
+
+def fit_loglog_slope(x: Iterable[float], y: Iterable[float]) -> float:
+    """Least-squares slope of log y against log x: the exponent b of y ~ a x^b."""
+    lx, ly = np.log(np.asarray(list(x), float)), np.log(np.asarray(list(y), float))
+    if lx.size < 2 or np.ptp(lx) == 0:
+        raise ValueError(f"a slope needs at least two distinct x values, got {lx.size}")
+    return float(np.polyfit(lx, ly, 1)[0])
+
+
+def mlp_q_params(width: int, obs_dim: int = 2, num_actions: int = 4) -> int:
+    """Parameters of the shipped Q network ``models/mlp_q.py`` with HIDDEN = (width, width)."""
+    sizes = [obs_dim, width, width, num_actions]
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,72 +122,6 @@ TINY = Sizes(
     cartpole_act_steps=20,
     cartpole_train_steps=200,
 )
-
-
-def row(
-    section: str,
-    name: str,
-    setting: str,
-    value: float,
-    unit: str,
-    ratio: float = 1.0,
-    ratio_to: str = "-",
-    status: str = "measured",
-) -> dict:
-    """One table row (the CSV's columns, in order)."""
-    return dict(
-        zip(COLUMNS, (section, name, setting, value, unit, ratio, ratio_to, status), strict=True)
-    )
-
-
-def fit_loglog_slope(x: Iterable[float], y: Iterable[float]) -> float:
-    """Least-squares slope of log y against log x: the exponent b of y ~ a x^b."""
-    lx, ly = np.log(np.asarray(list(x), float)), np.log(np.asarray(list(y), float))
-    if lx.size < 2 or np.ptp(lx) == 0:
-        raise ValueError(f"a slope needs at least two distinct x values, got {lx.size}")
-    return float(np.polyfit(lx, ly, 1)[0])
-
-
-def mlp_q_params(width: int, obs_dim: int = 2, num_actions: int = 4) -> int:
-    """Parameters of the shipped Q network ``models/mlp_q.py`` with HIDDEN = (width, width)."""
-    sizes = [obs_dim, width, width, num_actions]
-    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-
-
-# ---------------------------------------------------------------- machine and versions
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def versions() -> dict[str, str]:
-    """Installed versions of the libraries the timings depend on."""
-    out = {}
-    for name in ("jax", "jaxlib", "numpyro", "blackjax", "flax", "gymnax"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def machine() -> dict[str, str]:
-    load = os.getloadavg()
-    return {
-        "cpu": cpu_model(),
-        "cores": str(os.cpu_count()),
-        "python": platform.python_version(),
-        **versions(),
-        "load_before": f"{load[0]:.2f}",
-    }
 
 
 # ---------------------------------------------------------------- timing helpers
@@ -780,147 +731,6 @@ def expected_rows(sizes: Sizes, sections: Iterable[str] = SECTIONS) -> list[tupl
             out += [("cartpole", f"{label}, {k} seed(s) vmapped") for k in sizes.cartpole_seeds]
         out += [("cartpole", f"lktd training, {k} seed(s) vmapped") for k in sizes.cartpole_seeds]
     return out
-
-
-# ---------------------------------------------------------------- targets and output
-
-
-def find(rows: list[dict], section: str, name: str) -> dict | None:
-    return next((r for r in rows if r["section"] == section and r["row"] == name), None)
-
-
-def targets(rows: list[dict], sizes: Sizes) -> list[tuple[str, float, str, bool | None]]:
-    """(target, measured value, threshold, met) for each target whose rows were run."""
-    out: list[tuple[str, float, str, bool | None]] = []
-
-    def add(name: str, r: dict | None, key: str, test: Callable[[float], bool], text: str):
-        if r is not None:
-            v = r[key]
-            out.append((name, v, text, None if math.isnan(v) else bool(test(v))))
-
-    add(
-        "LKTD slope in p for p >= 1e5",
-        find(rows, "scaling", "lktd slope in p, p >= 1e5"),
-        "value",
-        lambda v: 0.8 <= v <= 1.15,
-        "0.8-1.15",
-    )
-    cold = find(rows, "escape", "paper run, cold cache: wall")
-    add(
-        f"{sizes.escape_steps:,}-step paper run, cold cache (s)",
-        cold,
-        "value",
-        lambda v: v <= 20,
-        "<= 20",
-    )
-    big = sizes.cartpole_seeds[-1]
-    add(
-        f"CartPole env alone (random actions), {big} seeds / 1 seed (env steps/s)",
-        find(rows, "cartpole", f"env alone (random actions), {big} seed(s) vmapped"),
-        "ratio",
-        lambda v: v >= 20,
-        ">= 20",
-    )
-    add(
-        f"CartPole acting, {big} seeds / 1 seed (env steps/s)",
-        find(rows, "cartpole", f"acting + env, {big} seed(s) vmapped"),
-        "ratio",
-        lambda v: v >= 20,
-        ">= 20",
-    )
-    for k in sizes.cartpole_seeds[1:]:
-        add(
-            f"CartPole training, {k} vmapped / one after another",
-            find(rows, "cartpole", f"lktd training, {k} seed(s) vmapped"),
-            "ratio",
-            lambda v: v >= 1,
-            ">= 1",
-        )
-    for name in ("2 forced host devices", "2 processes"):
-        add(
-            f"{name} / fastest single-process",
-            find(rows, "devices", name),
-            "ratio",
-            lambda v: v >= 1.6,
-            ">= 1.6",
-        )
-    return out
-
-
-def fmt(v: float) -> str:
-    if isinstance(v, str):
-        return v
-    if math.isnan(v):
-        return "pending"
-    return f"{v:.4g}"
-
-
-def markdown(rows: list[dict], info: dict, command: str, sizes: Sizes, seconds: float) -> str:
-    lines = [
-        "# Benchmark: every speed claim in one table",
-        "",
-        f"Command: `{command}`  ",
-        f"Date: {info['date']}; {seconds:.0f} s in all  ",
-        f"Machine: {info['cpu']}, {info['cores']} cores; Python {info['python']}; "
-        f"load average {info['load_before']} before, {info['load_after']} after  ",
-        "Versions: " + ", ".join(f"{k} {info[k]}" for k in versions()),
-        "",
-        "Timings: medians of interleaved repeats after compilation unless a row says otherwise; "
-        "ratios are against the row named in `ratio to`, measured in the same call. "
-        "`pending`: not measured in this build (the sharded paths).",
-        "",
-        "## Targets",
-        "",
-        "| target | measured | threshold | met |",
-        "|---|---|---|---|",
-        *(
-            f"| {t} | {fmt(v)} | {th} | {'pending' if m is None else ('yes' if m else 'NO')} |"
-            for t, v, th, m in targets(rows, sizes)
-        ),
-    ]
-    for section in SECTIONS:
-        rs = [r for r in rows if r["section"] == section]
-        if not rs:
-            continue
-        lines += [
-            "",
-            f"## {section}",
-            "",
-            "| row | setting | value | unit | ratio | ratio to |",
-            "|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['row']} | {r['setting']} | {fmt(r['value'])} | {r['unit']} | "
-            f"{fmt(r['ratio'])} | {r['ratio_to']} |"
-            for r in rs
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def write_tables(
-    rows: list[dict], info: dict, command: str, sizes: Sizes, out: Path, seconds: float
-) -> tuple[Path, Path]:
-    """``out``.md and ``out``.csv (the CSV carries the machine lines as ``#`` comments)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    md, csv_path = out.with_suffix(".md"), out.with_suffix(".csv")
-    md.write_text(markdown(rows, info, command, sizes, seconds))
-    with csv_path.open("w", newline="") as f:
-        f.write(f"# command: {command}\n")
-        for k, v in info.items():
-            f.write(f"# {k}: {v}\n")
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    return md, csv_path
-
-
-def read_csv(path: Path) -> list[dict]:
-    """The rows of a table written by :func:`write_tables` (values as floats)."""
-    lines = [x for x in Path(path).read_text().splitlines() if not x.startswith("#")]
-    rows = list(csv.DictReader(lines))
-    for r in rows:
-        r["value"], r["ratio"] = float(r["value"]), float(r["ratio"])
-    return rows
 
 
 def parse_only(text: str) -> list[str]:
