@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sb3_reference import parse_seeds  # '0-9' -> seeds (that script imports no lktd_ppl)
 
 from lktd_ppl import demo
 from lktd_ppl.names import ACTION_NAMES
@@ -32,15 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "results" / "demo"
 METRICS = ("coverage_equal_tailed", "calibration50", "calibration80", "coverage", "mse", "width")
 LIMIT_S = 90.0  # the demo's time goal per run on this CPU
-
-
-def seed_range(text: str) -> list[int]:
-    """'0-9' or '3' or '0,2,5' -> seeds."""
-    seeds: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        seeds += list(range(int(lo), int(hi or lo) + 1))
-    return seeds
 
 
 def run_seed(seed: int, work: Path) -> dict:
@@ -157,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         done = {int(r["seed"]) for r in read_rows(table)}
         with tempfile.TemporaryDirectory() as work:
-            for seed in seed_range(args.seeds):
+            for seed in parse_seeds(args.seeds):
                 if seed in done:
                     continue
                 row = run_seed(seed, Path(work))
