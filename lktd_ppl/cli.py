@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lktd_ppl import config, registry, scale
+from lktd_ppl import compile_cache, config, registry, scale
 from lktd_ppl.presets import PRESETS
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
@@ -477,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
             raise config.RunError(f"--devices must be at least 1, got {devices}")
         if devices is not None and devices > 1:
             scale.force_host_devices(devices)  # before JAX starts its backend
+        if args.command != "launch":
+            compile_cache.enable()  # programs compiled by an earlier run are read back
         if args.command != "launch" and scale.initialize_from_env() > 1:
             if not scale.is_main_process() and hasattr(args, "quiet"):
                 args.quiet = True  # one process speaks
