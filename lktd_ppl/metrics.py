@@ -52,7 +52,8 @@ def _quantiles_numpy(values: np.ndarray, valid: np.ndarray, probs: tuple[float, 
     vectorised sort is much cheaper on CPU than XLA's sort or two ``lax.top_k``
     (``experiments/results/code_choices.md``); invalid columns sort last as +inf.
     """
-    values = np.where(valid[..., None, :], values, np.inf)
+    if not valid.all():  # a full buffer (most of a run) needs no masked copy before the sort
+        values = np.where(valid[..., None, :], values, np.inf)
     srt = _sort_rows(values)
     with np.errstate(invalid="ignore"):  # an empty buffer gives inf - inf = nan, as it should
         return _lerp_quantiles(srt, valid, probs)
