@@ -41,6 +41,8 @@ from typing import Any
 
 import numpy as np
 
+from lktd_ppl import compile_cache
+
 # the table (its rows, columns, targets and files) is bench_table's; the names tests read re-exported
 from lktd_ppl.study.bench_table import (
     COLUMNS as COLUMNS,
@@ -84,7 +86,7 @@ class Sizes:
     method_reps: int = 500  # updates per timed scan (KOVA: kova_reps)
     kova_reps: int = 5
     repeats: int = 5
-    lktd_widths: tuple[int, ...] = (28, 51, 96, 169, 320, 544, 996)  # p ~ 1e3 ... 1e6
+    lktd_widths: tuple[int, ...] = (28, 51, 96, 169, 320, 448, 544, 707, 996)  # p ~ 1e3 ... 1e6
     lktd_batches: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
     batch_scan_width: int = 169  # p ~ 3e4 for the scan over n
     kova_widths: tuple[int, ...] = (28, 51, 96, 137)  # p ~ 1e3 ... 2e4
@@ -405,9 +407,11 @@ def escape_run_here(steps: int, seed: int = 0, **overrides: Any) -> dict:
 def escape_run_process(steps: int, cache_dir: str, seed: int = 0) -> dict:
     """:func:`escape_run_here` in a fresh interpreter with the persistent compilation cache in
     ``cache_dir``; adds the process's wall seconds (imports included)."""
-    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": cache_dir, "JAX_PLATFORMS": "cpu"}
+    env = {k: v for k, v in os.environ.items() if k != compile_cache.JAX_ENV_CACHE}
+    env.update({compile_cache.ENV_CACHE: cache_dir, "JAX_PLATFORMS": "cpu"})
     code = (
-        "import json, sys; from lktd_ppl.study.bench import escape_run_here; "
+        "import json; from lktd_ppl import compile_cache; compile_cache.enable(); "
+        "from lktd_ppl.study.bench import escape_run_here; "
         f"print(json.dumps(escape_run_here({steps}, {seed})))"
     )
     t = time.perf_counter()
@@ -523,7 +527,8 @@ print(json.dumps({{"seconds": time.perf_counter() - t, "process": jax.process_in
 def sharded_seconds(sizes: Sizes, devices: int, processes: int) -> float:
     """Wall seconds of the compiled second call of ``device_seeds`` escape runs sharded over
     ``devices`` forced host devices in each of ``processes`` local processes (jax.distributed
-    over 127.0.0.1 when more than one; process i pinned to core i where there are enough)."""
+    over 127.0.0.1 when more than one; then process i pinned to core i where there are enough;
+    a single process runs unpinned)."""
     import socket
 
     code = SHARDED_RUN.format(devices=devices, steps=sizes.device_steps, seeds=sizes.device_seeds)
@@ -537,7 +542,8 @@ def sharded_seconds(sizes: Sizes, devices: int, processes: int) -> float:
     procs = []
     for i in range(processes):
         env_i = {**env, "LKTD_PROCESS_ID": str(i)} if processes > 1 else env
-        pin = (lambda i=i: os.sched_setaffinity(0, {i})) if processes <= cores else None
+        # several processes: process i on core i; one process keeps every core for its devices
+        pin = (lambda i=i: os.sched_setaffinity(0, {i})) if 1 < processes <= cores else None
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-c", code],
