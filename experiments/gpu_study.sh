@@ -1,22 +1,22 @@
 #!/usr/bin/env bash
 # The escape study on a lent GPU machine (one GPU, 16 cores, no network) for one call of at most
-# about 9 minutes.  GPU_PROCS processes share the GPU (device memory allocated as needed, not
-# preallocated), each running GPU_CONFIG's missing seeds one at a time (--shard i/GPU_PROCS); the
-# cores left run CPU_CONFIGS (3 pinned workers per config, CPU_SEEDS seeds each).  Every process
-# stops a run projected to miss the deadline.  Run files land in $STUDY/runs/ one per seed, as on
-# this CPU (--no-aggregate leaves them unfolded); the new ones are packed into $OUT/new_runs.tar,
-# logs into $OUT/logs/.  Unpack the tar into the study folder here and run
-# `escape_study.py --aggregate-only`, which folds them into each row's compact runs.npz.
+# about 9 minutes.  One process runs GPU_CONFIG's missing seeds on the GPU, GPU_BATCH seeds vmapped
+# per batch (device memory allocated as needed, not preallocated); the cores left run CPU_CONFIGS
+# (a 3-process job per config, CPU_SEEDS seeds each).  Every process stops a run projected to miss
+# the deadline.  Run files land in $STUDY/runs/ one per batch, as on this CPU (--no-aggregate
+# leaves them unfolded); the new ones are packed into $OUT/new_runs.tar, logs into $OUT/logs/.
+# Unpack the tar into the study folder here and run `escape_study.py --aggregate-only`, which
+# folds them into each row's compact runs.npz.
 #
 #   bash experiments/gpu_study.sh            (packages that machine lacks travel in .devpkgs/)
 #
-# What one GPU process, several sharing the GPU, and CPU workers beside them achieve is measured
-# in experiments/results/bench_escape_run.md: size SECS, GPU_PROCS and CPU_CONFIGS from there.
+# Several processes sharing one GPU added no throughput (experiments/results/bench_escape_run.md);
+# vmapped seeds are the way to fill it (`lktd experiment bench --only accelerator` times them).
 set -u
 SECS=${SECS:-520}
 GPU_CONFIG=${GPU_CONFIG:-lktd_N10000_m10}
 GPU_SEEDS=${GPU_SEEDS:-100}
-GPU_PROCS=${GPU_PROCS:-4}
+GPU_BATCH=${GPU_BATCH:-16}
 CPU_CONFIGS=${CPU_CONFIGS:-}
 CPU_SEEDS=${CPU_SEEDS:-4}
 STEPS=${STEPS:-1000000}
@@ -36,11 +36,9 @@ mkdir -p "$L"
 touch /tmp/gpu_study_t0
 { nvidia-smi -L; nproc; $PY -c "import jax; print(jax.__version__, jax.devices())"; } > "$L/env.log" 2>&1
 
-for i in $(seq 0 $((GPU_PROCS - 1))); do  # cores 15, 14, ... for the GPU processes' host loops
-    XLA_PYTHON_CLIENT_PREALLOCATE=false pin $((15 - i)) timeout "$(left)" $PY $S \
-        --configs "$GPU_CONFIG" --seeds "$GPU_SEEDS" --shard "$i/$GPU_PROCS" "${A[@]}" \
-        --deadline-s "$(left)" > "$L/gpu_$i.log" 2>&1 &
-done
+XLA_PYTHON_CLIENT_PREALLOCATE=false pin 15 timeout "$(left)" $PY $S \
+    --configs "$GPU_CONFIG" --seeds "$GPU_SEEDS" --batch "$GPU_BATCH" "${A[@]}" \
+    --deadline-s "$(left)" > "$L/gpu.log" 2>&1 &
 j=0
 for c in $CPU_CONFIGS; do  # cores 0-2, 3-5, ...
     JAX_PLATFORMS=cpu pin $((3 * j))-$((3 * j + 2)) timeout "$(left)" \

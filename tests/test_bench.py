@@ -40,7 +40,7 @@ def test_only_refuses_an_unknown_group():
         bench.parse_only("methods,gpu")
     assert str(err.value) == (
         "--only methods,gpu: unknown row group(s) gpu; choose from "
-        "methods, scaling, escape, chains, devices, cartpole"
+        "methods, scaling, escape, chains, devices, cartpole, accelerator"
     )
 
 
@@ -72,6 +72,36 @@ def test_targets_from_rows():
             ">= 1.6",
             None,
         ),
+    ]
+
+
+def accelerator_rows(where: str) -> list[dict]:
+    return [
+        bench.row("accelerator", "many seeds, compiled", f"{where}: 1000 seeds", 240.0, "s", 0.5),
+        bench.row("accelerator", "1 chain(s)", f"{where}: 1 seed", 10.0, "s", 1.0),
+        bench.row("accelerator", "16 chain(s)", f"{where}: 1 seed", 25.0, "s", 2.5),
+    ]
+
+
+def test_accelerator_targets_only_on_an_accelerator():
+    got = bench.targets(accelerator_rows("gpu (NVIDIA H100)"), bench.Sizes())
+    assert got == [
+        ("1000 seeds x 100,000 steps on gpu (NVIDIA H100) (s)", 240.0, "<= 300", True),
+        ("16 chains / 1 chain (s)", 2.5, "<= 2", False),
+    ]
+    assert bench.targets(accelerator_rows("cpu (cpu)"), bench.Sizes()) == []
+
+
+def test_the_accelerator_group_runs_by_default_only_off_a_cpu_or_in_tiny_mode():
+    assert "accelerator" not in bench.default_sections(tiny=False)  # the tests run on CPU
+    assert bench.default_sections(tiny=True) == list(bench.SECTIONS)
+    names = [name for section, name in bench.expected_rows(bench.TINY, ["accelerator"])]
+    assert names == [
+        "many seeds, first call",
+        "many seeds, compiled",
+        "many seeds, 1M steps (extrapolated, not measured)",
+        "1 chain(s)",
+        "4 chain(s)",
     ]
 
 

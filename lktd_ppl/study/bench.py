@@ -101,6 +101,10 @@ class Sizes:
     cartpole_seeds: tuple[int, ...] = (1, 16, 256)
     cartpole_act_steps: int = 2000
     cartpole_train_steps: int = 500
+    accel_seeds: int = 1000  # the accelerator group: many seeds of the paper preset at once
+    accel_steps: int = 100_000
+    accel_chain_counts: tuple[int, ...] = (1, 16)
+    accel_chain_steps: int = 20_000
 
 
 TINY = Sizes(
@@ -123,6 +127,10 @@ TINY = Sizes(
     cartpole_seeds=(1, 16, 256),
     cartpole_act_steps=20,
     cartpole_train_steps=200,
+    accel_seeds=4,
+    accel_steps=2000,
+    accel_chain_counts=(1, 4),
+    accel_chain_steps=2000,
 )
 
 
@@ -708,6 +716,76 @@ def bench_cartpole(sizes: Sizes) -> list[dict]:
     return rows
 
 
+# ---- accelerator
+
+
+def backend_label() -> str:
+    """The default backend and its device kind, e.g. ``gpu (NVIDIA H100 80GB HBM3)``."""
+    import jax
+
+    return f"{jax.default_backend()} ({jax.devices()[0].device_kind})"
+
+
+def bench_accelerator(sizes: Sizes) -> list[dict]:
+    """On the default backend: ``accel_seeds`` seeds of the paper preset vmapped for
+    ``accel_steps`` steps (the first call, compilation included, and the second), extrapolated
+    to 1M steps (labelled so); and ``accel_chain_counts`` chains against one (the chains vmapped
+    on an accelerator, one after another on CPU: the agent's "auto")."""
+    import jax
+
+    where = backend_label()
+    seeds, steps = sizes.accel_seeds, sizes.accel_steps
+    train = escape_train(steps)
+    keys = jax.random.split(jax.random.key(0), seeds)
+    first = time_call(train, keys, progress=False)
+    again = time_call(train, keys, progress=False)
+    setting = f"{where}: {seeds} seeds x {steps:,} steps"
+    rows = [
+        row("accelerator", "many seeds, first call", setting, first, "s", 1.0, "first call"),
+        row(
+            "accelerator", "many seeds, compiled", setting, again, "s", again / first, "first call"
+        ),
+        row(
+            "accelerator",
+            "many seeds, 1M steps (extrapolated, not measured)",
+            f"{where}: {seeds} seeds, compiled time x {1_000_000 / steps:g}",
+            again * 1_000_000 / steps,
+            "s",
+            1_000_000 / steps,
+            "many seeds, compiled",
+        ),
+    ]
+    times = {}
+    for m in sizes.accel_chain_counts:
+        run = escape_train(sizes.accel_chain_steps, num_chains=m)
+        time_call(run, keys[:1], progress=False)  # compile
+        times[m] = time_call(run, keys[:1], progress=False)
+    base = times[sizes.accel_chain_counts[0]]
+    rows += [
+        row(
+            "accelerator",
+            f"{m} chain(s)",
+            f"{where}: 1 seed x {sizes.accel_chain_steps:,} steps, compiled",
+            t,
+            "s",
+            t / base,
+            f"{sizes.accel_chain_counts[0]} chain(s)",
+        )
+        for m, t in times.items()
+    ]
+    return rows
+
+
+def default_sections(tiny: bool) -> list[str]:
+    """The row groups a run without ``--only`` measures: all of them, but the accelerator group
+    only on an accelerator or in the tiny mode (on a CPU its full sizes take about an hour)."""
+    import jax
+
+    if tiny or jax.default_backend() != "cpu":
+        return list(SECTIONS)
+    return [s for s in SECTIONS if s != "accelerator"]
+
+
 def expected_rows(sizes: Sizes, sections: Iterable[str] = SECTIONS) -> list[tuple[str, str]]:
     """(section, row) of every row the chosen groups write at ``sizes``, in order."""
     chosen = set(sections)
@@ -736,6 +814,16 @@ def expected_rows(sizes: Sizes, sections: Iterable[str] = SECTIONS) -> list[tupl
         for label in ("env alone (random actions)", "acting + env"):
             out += [("cartpole", f"{label}, {k} seed(s) vmapped") for k in sizes.cartpole_seeds]
         out += [("cartpole", f"lktd training, {k} seed(s) vmapped") for k in sizes.cartpole_seeds]
+    if "accelerator" in chosen:
+        out += [
+            ("accelerator", name)
+            for name in (
+                "many seeds, first call",
+                "many seeds, compiled",
+                "many seeds, 1M steps (extrapolated, not measured)",
+            )
+        ]
+        out += [("accelerator", f"{m} chain(s)") for m in sizes.accel_chain_counts]
     return out
 
 
@@ -763,6 +851,7 @@ def run(sections: Iterable[str], sizes: Sizes) -> list[dict]:
             "chains": lambda: bench_chains(sizes),
             "devices": lambda: bench_devices(sizes),
             "cartpole": lambda: bench_cartpole(sizes),
+            "accelerator": lambda: bench_accelerator(sizes),
         }
         for name in SECTIONS:
             if name in chosen:
@@ -789,7 +878,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     try:
-        sections = parse_only(args.only) or list(SECTIONS)
+        sections = parse_only(args.only) or default_sections(args.tiny)
     except ValueError as e:
         ap.error(str(e))
     sizes = TINY if args.tiny else Sizes()

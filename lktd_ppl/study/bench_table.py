@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from lktd_ppl.study.bench import Sizes
 
-SECTIONS = ("methods", "scaling", "escape", "chains", "devices", "cartpole")
+SECTIONS = ("methods", "scaling", "escape", "chains", "devices", "cartpole", "accelerator")
 COLUMNS = ("section", "row", "setting", "value", "unit", "ratio", "ratio_to", "status")
 PENDING = "pending"
 DEVICE_ROWS = (
@@ -131,6 +131,24 @@ def targets(rows: list[dict], sizes: Sizes) -> list[tuple[str, float, str, bool 
             "ratio",
             lambda v: v >= 1,
             ">= 1",
+        )
+    many = find(rows, "accelerator", "many seeds, compiled")
+    if many is not None and not many["setting"].startswith("cpu"):  # targets for accelerators
+        add(
+            f"{sizes.accel_seeds} seeds x {sizes.accel_steps:,} steps on "
+            f"{many['setting'].split(':')[0]} (s)",
+            many,
+            "value",
+            lambda v: v <= 300,
+            "<= 300",
+        )
+        last = sizes.accel_chain_counts[-1]
+        add(
+            f"{last} chains / {sizes.accel_chain_counts[0]} chain (s)",
+            find(rows, "accelerator", f"{last} chain(s)"),
+            "ratio",
+            lambda v: v <= 2,
+            "<= 2",
         )
     for name in ("2 forced host devices", "2 processes"):
         add(
