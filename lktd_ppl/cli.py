@@ -356,6 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
             "(lktd launch); it changes no result (default 1)",
         )
         p.add_argument(
+            "--chain-devices",
+            type=int,
+            metavar="N",
+            help="split every seed's chains over N devices of this process (the LKTD family; "
+            "on CPU: N host devices; --set chain_devices=N once they exist); num_chains must be "
+            "a multiple of N; not with --devices or lktd launch (default 1)",
+        )
+        p.add_argument(
             "--checkpoint-every",
             type=float,
             default=CHECKPOINT_EVERY,
@@ -473,10 +481,14 @@ def main(argv: list[str] | None = None) -> int:
     prog = f"lktd {args.command}"
     try:
         devices = getattr(args, "devices", None)
-        if devices is not None and devices < 1:
-            raise config.RunError(f"--devices must be at least 1, got {devices}")
-        if devices is not None and devices > 1:
-            scale.force_host_devices(devices)  # before JAX starts its backend
+        chain_devices = getattr(args, "chain_devices", None)
+        for flag, n in (("--devices", devices), ("--chain-devices", chain_devices)):
+            if n is not None and n < 1:
+                raise config.RunError(f"{flag} must be at least 1, got {n}")
+        if max(devices or 1, chain_devices or 1) > 1:  # before JAX starts its backend
+            scale.force_host_devices(max(devices or 1, chain_devices or 1))
+        if chain_devices is not None:
+            args.set = [*args.set, f"chain_devices={chain_devices}"]
         if args.command != "launch":
             compile_cache.enable()  # programs compiled by an earlier run are read back
         if args.command != "launch" and scale.initialize_from_env() > 1:

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 AXIS = "seeds"
+CHAIN_AXIS = "chains"
 HOST_DEVICES_FLAG = "--xla_force_host_platform_device_count"
 ENV_COORDINATOR = "LKTD_COORDINATOR"
 ENV_NUM_PROCESSES = "LKTD_NUM_PROCESSES"
@@ -102,6 +103,56 @@ def seed_mesh(devices: int | None) -> Any:
             )
         chosen += mine[:per]
     return Mesh(np.array(chosen), (AXIS,))
+
+
+def chain_mesh(devices: int, chains: int) -> Any:
+    """A 1-D mesh (axis :data:`CHAIN_AXIS`) over the first ``devices`` devices of this process
+    that the ``chains`` chains of a seed are split over, or None for one device."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh
+
+    if devices < 1:
+        raise ValueError(f"chain_devices must be at least 1, got {devices}")
+    if devices == 1:
+        return None
+    if chains % devices:
+        raise ValueError(
+            f"chain_devices {devices} must divide the {chains} chains (num_chains) of a seed"
+        )
+    local = sorted(jax.local_devices(), key=lambda d: d.id)
+    if len(local) < devices:
+        kind = jax.default_backend()
+        raise ValueError(
+            f"chain_devices {devices}: this process has {len(local)} {kind} device(s)"
+            + (f" (on CPU, set XLA_FLAGS={HOST_DEVICES_FLAG}={devices} before JAX starts)")
+            * (kind == "cpu")
+        )
+    return Mesh(np.array(local[:devices]), (CHAIN_AXIS,))
+
+
+def chain_split(f: Callable, mesh: Any) -> Callable:
+    """``f(keys, states, per_chain)`` over the chain axis (axis 0 of every argument) split over
+    ``mesh``: each device runs ``f`` on its own chains (each chain's update reads only its own
+    key, state and rows, and the shared minibatch).  A stage's numbers are the unsplit call's to
+    the bit or, where XLA compiles a fusion otherwise for a device's share, within float32
+    rounding; over a run, such a rounding grows as any would (``tests/test_scale.py``)."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    spec = PartitionSpec(CHAIN_AXIS)
+    # check_vma off: the kernels mix per-chain values with constants (e.g. VJP cotangents)
+    split = jax.shard_map(
+        f, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec, check_vma=False
+    )
+    whole = NamedSharding(mesh, PartitionSpec())
+
+    def run(*args: Any) -> Any:
+        # every device gets all the chains back: the rest of the run (Q-grids, acting, the
+        # sample ring) is the unsplit program's, not a split one XLA would derive
+        return jax.lax.with_sharding_constraint(split(*args), whole)
+
+    return run
 
 
 def mesh_size(mesh: Any) -> int:

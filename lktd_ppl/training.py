@@ -32,6 +32,12 @@ def make_train(spec: RunSpec, devices: int | None = None) -> Callable[..., dict]
     model checked) before anything runs.  ``devices``: the seeds are split over this many
     devices of every process (:mod:`lktd_ppl.scale`; not on a Gymnasium task, whose host loop
     runs in one process on one device)."""
+    chain_devices = getattr(spec.agent, "chain_devices", 1)
+    if chain_devices > 1 and ((devices or 1) > 1 or scale.job_size() > 1):
+        raise RunError(
+            f"chain_devices {chain_devices} with the seeds split too (--devices {devices or 1}, "
+            f"{scale.job_size()} process(es)): split the seeds or the chains, not both"
+        )
     learner = make_learner(spec)
     if spec.control is not None and env_kind(spec.env) == "gymnasium":
         if (devices or 1) > 1 or scale.job_size() > 1:

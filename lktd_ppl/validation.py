@@ -281,6 +281,7 @@ RANGES: dict[tuple[str, str], Rule] = {
             ),
             "chain_batching": Choice(("auto", "map", "vmap")),
             "target_every": Interval(0, integer=True),  # 0: no target copy
+            "chain_devices": COUNT,
         }.items()
     },
     **{("DQNConfig", k): r for k, r in _NETWORK.items()},

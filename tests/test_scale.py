@@ -1,6 +1,7 @@
 """Seeds split over devices and processes (lktd_ppl.scale): the same per-seed numbers as one
 device, on forced host devices and on a two-process jax.distributed job (gloo over 127.0.0.1), in
-subprocesses started at the beginning of the session (tests/scale_job.py); and the one-line errors.
+subprocesses started at the beginning of the session (tests/scale_job.py); a seed's chains split
+over devices (tests/chain_job.py); and the one-line errors.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from lktd_ppl.cli import main as lktd
 from lktd_ppl.study.command import without
 
 JOB = str(Path(__file__).with_name("scale_job.py"))
+CHAIN_JOB = str(Path(__file__).with_name("chain_job.py"))
 LAUNCH = (
     "import sys; from lktd_ppl import scale; sys.exit(scale.launch(2, sys.argv[1:], program={}))"
 )
@@ -34,6 +36,7 @@ def start_background_runs(tmp_path_factory):
         "devices": [*job, str(base / "devices.npz"), "dqn", "escape", "2"],
         "processes": [sys.executable, "-c", LAUNCH.format(job), str(base / "processes.npz")]
         + ["dqn", "escape"],
+        "chains": [sys.executable, CHAIN_JOB, str(base / "chains.npz")],
     }
 
     def run_all() -> dict:
@@ -86,6 +89,54 @@ def test_two_processes_give_each_seed_the_one_process_numbers(background_runs):
     check_equal(pairs({**one, **two}, "plain", "split"))
 
 
+def test_split_chains_step_as_on_one_device_to_float32_rounding(background_runs):
+    got = result(background_runs, "chains")
+    plain, split = got["plain"], got["split"]  # (stages, chains, p): 30 stages of 4 chains
+    assert plain.shape == (30, 4, 1284)
+    # each stage from the same state: equal to the bit, or (where XLA rounds one fusion
+    # otherwise on a device's share of the chains) within float32 rounding
+    assert sum(np.array_equal(a, b) for a, b in zip(plain, split, strict=True)) >= 25
+    assert np.max(np.abs(plain - split)) <= 1e-6 * np.max(np.abs(plain))
+    assert not np.array_equal(plain[0], plain[-1])  # the chains moved
+
+
+@pytest.mark.slow
+def test_a_run_with_split_chains_matches_one_device(tmp_path):
+    path = tmp_path / "run.npz"
+    subprocess.run([sys.executable, CHAIN_JOB, str(path), "run"], check=True)
+    with np.load(path) as z:
+        for name in ("mse", "position"):
+            a, b = z[f"plain_{name}"], z[f"split_{name}"]
+            assert np.all(np.isfinite(a)) and a.shape == b.shape
+            assert np.max(np.abs(a - b)) <= 1e-6 * np.max(np.abs(a)), name
+
+
+def test_chain_devices_must_divide_the_chains_and_exist():
+    with pytest.raises(ValueError) as err:
+        scale.chain_mesh(3, 4)
+    assert str(err.value) == "chain_devices 3 must divide the 4 chains (num_chains) of a seed"
+    with pytest.raises(ValueError) as err:
+        scale.chain_mesh(4, 4)  # the tests' process has one CPU device
+    assert str(err.value) == (
+        "chain_devices 4: this process has 1 cpu device(s) (on CPU, set "
+        "XLA_FLAGS=--xla_force_host_platform_device_count=4 before JAX starts)"
+    )
+    assert scale.chain_mesh(1, 4) is None
+
+
+def test_chains_and_seeds_are_not_split_together():
+    from lktd_ppl import training
+    from lktd_ppl.config import RunError, build_spec
+
+    spec = build_spec(algo="lktd", preset="paper", sets=["num_chains=4", "chain_devices=2"])
+    with pytest.raises(RunError) as err:
+        training.make_train(spec, devices=2)
+    assert str(err.value) == (
+        "chain_devices 2 with the seeds split too (--devices 2, 1 process(es)): split the "
+        "seeds or the chains, not both"
+    )
+
+
 def test_split_problem_names_seeds_devices_and_processes():
     assert scale.split_problem(8, 2, 2) is None
     assert scale.split_problem(6, 2, 2) == (
@@ -112,6 +163,10 @@ def test_a_job_needs_its_coordinator_and_process_id(monkeypatch):
     "argv, message",
     [
         (["train", "--algo", "dqn", "--devices", "0"], "--devices must be at least 1, got 0"),
+        (
+            ["train", "--algo", "lktd", "--chain-devices", "0"],
+            "--chain-devices must be at least 1, got 0",
+        ),
         (
             ["train", "--algo", "dqn", "--seeds", "3", "--devices", "2"],
             "--seeds 3 must be a multiple of the 2 devices the seeds are split over "

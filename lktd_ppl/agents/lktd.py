@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from lktd_ppl import scale
 from lktd_ppl.agents.harness import EscapeConfig, Learner, make_train
 from lktd_ppl.api import DEFAULT_MODEL, KERNELS, load_model
 from lktd_ppl.filter import Kernel, SamplerConfig, lktd_only_options_error
@@ -53,6 +54,9 @@ class LKTDAgentConfig(struct.PyTreeNode):
     # of its parameters refreshed every ``target_every`` training stages (0: none).  The model
     # must read them from batch[TARGET_KEY] (models/mlp_control.py's models do)
     target_every: int = struct.field(pytree_node=False, default=0)
+    # the chains of every seed split over this many local devices (lktd_ppl.scale.chain_mesh):
+    # each device steps its share of the chains; the rest of the run sees all of them
+    chain_devices: int = struct.field(pytree_node=False, default=1)
 
     def __post_init__(self) -> None:
         if any(len(pair) != 2 for pair in self.step_size_drops):
@@ -242,11 +246,17 @@ def lktd_learner(
         def one(k, s, b):
             return step(k, s, {**rows, **b, STAGE_KEY: stage})[0]
 
-        if batching == "map":
-            return jax.lax.map(lambda x: one(*x), (keys, state, per_chain))
-        return jax.vmap(one)(keys, state, per_chain)
+        def chains(keys, state, per_chain):
+            if batching == "map":
+                return jax.lax.map(lambda x: one(*x), (keys, state, per_chain))
+            return jax.vmap(one)(keys, state, per_chain)
+
+        if mesh is None:
+            return chains(keys, state, per_chain)
+        return scale.chain_split(chains, mesh)(keys, state, per_chain)
 
     own = config.own_minibatches and m > 1
+    mesh = scale.chain_mesh(config.chain_devices, m)
     return Learner(
         members=m,
         init=init,

@@ -569,6 +569,52 @@ def sharded_seconds(sizes: Sizes, devices: int, processes: int) -> float:
     return max(json.loads(o.strip().splitlines()[-1])["seconds"] for o, _ in outs)
 
 
+CHAIN_RUN = """
+from lktd_ppl import scale
+scale.force_host_devices(2)
+import json, time
+import jax
+from lktd_ppl.config import build_spec
+from lktd_ppl.training import make_train
+out = {{}}
+for n in (1, 2):
+    agent = {{"compat": False, "num_chains": {chains}, "chain_devices": n}}
+    spec = build_spec(algo="lktd", preset="paper", config={{"agent": agent}}, steps={steps})
+    train = make_train(spec)
+    key = jax.random.key(0)[None]
+    jax.block_until_ready(train(key, progress=False)["episodes"])
+    t = time.perf_counter()
+    jax.block_until_ready(train(key, progress=False)["episodes"])
+    out[n] = time.perf_counter() - t
+print(json.dumps(out))
+"""
+
+
+def chain_split_rows(sizes: Sizes) -> list[dict]:
+    """One seed's ``chain_counts[-1]`` chains on one device and split over 2 forced host
+    devices (``chain_devices``), both in one fresh process that has the 2 devices; compiled."""
+    m = sizes.chain_counts[-1]
+    code = CHAIN_RUN.format(chains=m, steps=sizes.chain_steps)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"chain split run failed: {out.stderr.strip().splitlines()[-1:]}")
+    t = {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+    setting = f"1 seed x {sizes.chain_steps:,} steps, compiled"
+    return [
+        row("devices", f"{m} chains, 1 device", setting, t[1], "s", 1.0, f"{m} chains, 1 device"),
+        row(
+            "devices",
+            f"{m} chains split over 2 forced host devices",
+            setting,
+            t[2],
+            "s",
+            t[1] / t[2],
+            f"{m} chains, 1 device (speed-up)",
+        ),
+    ]
+
+
 def bench_devices(sizes: Sizes) -> list[dict]:
     """The same seeds in one process (vmapped, and one after another), on 2 forced host devices
     and on 2 processes; ratio: throughput over the fastest single-process way.  Without the
@@ -605,7 +651,7 @@ def bench_devices(sizes: Sizes) -> list[dict]:
                 status,
             )
         )
-    return rows
+    return rows + chain_split_rows(sizes)
 
 
 # ---- CartPole
@@ -810,6 +856,11 @@ def expected_rows(sizes: Sizes, sections: Iterable[str] = SECTIONS) -> list[tupl
         out += [("chains", f"{m} chain(s)") for m in sizes.chain_counts]
     if "devices" in chosen:
         out += [("devices", name) for name in DEVICE_ROWS]
+        m = sizes.chain_counts[-1]
+        out += [
+            ("devices", f"{m} chains, 1 device"),
+            ("devices", f"{m} chains split over 2 forced host devices"),
+        ]
     if "cartpole" in chosen:
         for label in ("env alone (random actions)", "acting + env"):
             out += [("cartpole", f"{label}, {k} seed(s) vmapped") for k in sizes.cartpole_seeds]
