@@ -52,7 +52,7 @@ METHODS = ("lktd", "dqn", "qrdqn", "lmcdqn", "bootdqn", "sgld", "sghmc", "kova")
 # environments not swept yet take the control default)
 LKTD_STEP = {
     "CartPole-v1": 1e-4,
-    "Acrobot-v1": 1e-4,
+    "Acrobot-v1": 1.25e-5,
     "MountainCar-v0": 2e-4,
     "LunarLander-v3": 1e-4,
 }
@@ -61,6 +61,7 @@ LKTD_STEP = {
 LMCDQN = {
     "CartPole-v1": {"bias_factor": 1.0, "inverse_temperature": 1e5},
     "MountainCar-v0": {"bias_factor": 1.0, "inverse_temperature": 1e5},
+    "Acrobot-v1": {"bias_factor": 1.0, "inverse_temperature": 1e5},
 }
 LKTD_PROTOCOL = {"buffer_size": 10_000, "train_start": 1000, "train_every": 4, "gradient_steps": 1}
 
@@ -135,8 +136,13 @@ def study_rows(envs: list[str], methods: list[str]) -> list[ControlRow]:
 
 # the values each sweep tries (the full budget of the environment, seeds from SWEEP_FIRST_SEED)
 SWEEP_LKTD_STEPS = (2.5e-5, 5e-5, 1e-4, 2e-4)
-# where the best value sat at the grid's top end, the grid goes on upwards
-SWEEP_LKTD_MORE = {"MountainCar-v0": (4e-4, 8e-4)}
+# where the best value sat at an end of the grid, the grid goes on that way (on LunarLander
+# every seed diverged at every value of the grid: it goes on downwards)
+SWEEP_LKTD_MORE = {
+    "MountainCar-v0": (4e-4, 8e-4),
+    "Acrobot-v1": (1.25e-5, 6.25e-6),
+    "LunarLander-v3": (1.25e-5, 6.25e-6, 3.125e-6),
+}
 SWEEP_LMCDQN = tuple(
     {"bias_factor": a, "inverse_temperature": b} for a in (0.1, 1.0) for b in (1e5, 1e7)
 )
