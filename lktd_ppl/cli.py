@@ -8,6 +8,7 @@ a run in which a seed diverged writes its folder, then says so in one line and e
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import warnings
@@ -469,6 +470,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _chain_devices_asked(args: argparse.Namespace) -> int:
+    """The ``chain_devices`` a run asks for (1 if none), read before JAX starts so that its host
+    devices can be forced: from ``--set``, else the ``--config`` file, else the config.json of
+    the run ``--resume`` continues."""
+    for item in reversed(getattr(args, "set", None) or []):
+        key, _, value = item.partition("=")
+        if key.strip() == "chain_devices" and value.strip().isdigit():
+            return int(value)
+    for path in (getattr(args, "config", None), getattr(args, "resume", None)):
+        if not path:
+            continue
+        path = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+        try:
+            saved = json.loads(path.read_text()).get("agent", {}).get("chain_devices", 1)
+        except (OSError, ValueError, AttributeError):
+            continue  # the command reports an unreadable config itself
+        return saved if isinstance(saved, int) and saved > 1 else 1
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     import shlex
 
@@ -485,10 +506,11 @@ def main(argv: list[str] | None = None) -> int:
         for flag, n in (("--devices", devices), ("--chain-devices", chain_devices)):
             if n is not None and n < 1:
                 raise config.RunError(f"{flag} must be at least 1, got {n}")
-        if max(devices or 1, chain_devices or 1) > 1:  # before JAX starts its backend
-            scale.force_host_devices(max(devices or 1, chain_devices or 1))
         if chain_devices is not None:
             args.set = [*args.set, f"chain_devices={chain_devices}"]
+        wanted = max(devices or 1, _chain_devices_asked(args))
+        if wanted > 1:  # before JAX starts its backend
+            scale.force_host_devices(wanted)
         if args.command != "launch":
             compile_cache.enable()  # programs compiled by an earlier run are read back
         if args.command != "launch" and scale.initialize_from_env() > 1:
