@@ -8,7 +8,6 @@ a run in which a seed diverged writes its folder, then says so in one line and e
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import warnings
@@ -470,26 +469,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _chain_devices_asked(args: argparse.Namespace) -> int:
-    """The ``chain_devices`` a run asks for (1 if none), read before JAX starts so that its host
-    devices can be forced: from ``--set``, else the ``--config`` file, else the config.json of
-    the run ``--resume`` continues."""
-    for item in reversed(getattr(args, "set", None) or []):
-        key, _, value = item.partition("=")
-        if key.strip() == "chain_devices" and value.strip().isdigit():
-            return int(value)
-    for path in (getattr(args, "config", None), getattr(args, "resume", None)):
-        if not path:
-            continue
-        path = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
-        try:
-            saved = json.loads(path.read_text()).get("agent", {}).get("chain_devices", 1)
-        except (OSError, ValueError, AttributeError):
-            continue  # the command reports an unreadable config itself
-        return saved if isinstance(saved, int) and saved > 1 else 1
-    return 1
-
-
 def main(argv: list[str] | None = None) -> int:
     import shlex
 
@@ -508,7 +487,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise config.RunError(f"{flag} must be at least 1, got {n}")
         if chain_devices is not None:
             args.set = [*args.set, f"chain_devices={chain_devices}"]
-        wanted = max(devices or 1, _chain_devices_asked(args))
+        asked = scale.chain_devices_asked(
+            getattr(args, "set", None) or [],
+            [getattr(args, "config", None), getattr(args, "resume", None)],
+        )
+        wanted = max(devices or 1, asked)
         if wanted > 1:  # before JAX starts its backend
             scale.force_host_devices(wanted)
         if args.command != "launch":

@@ -105,6 +105,29 @@ def seed_mesh(devices: int | None) -> Any:
     return Mesh(np.array(chosen), (AXIS,))
 
 
+def chain_devices_asked(sets: Sequence[str], configs: Sequence[str | None]) -> int:
+    """The ``chain_devices`` a run asks for (1 if none), read before JAX starts so that its host
+    devices can be forced: from the ``--set`` items ``sets`` (the last wins), else from the
+    first of ``configs`` that is given (a config file, or a run folder's config.json)."""
+    import json
+    from pathlib import Path
+
+    for item in reversed(sets):
+        key, _, value = item.partition("=")
+        if key.strip() == "chain_devices" and value.strip().isdigit():
+            return int(value)
+    for path in configs:
+        if not path:
+            continue
+        file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+        try:
+            saved = json.loads(file.read_text()).get("agent", {}).get("chain_devices", 1)
+        except (OSError, ValueError, AttributeError):
+            return 1  # the command reports an unreadable config itself
+        return saved if isinstance(saved, int) and saved > 1 else 1
+    return 1
+
+
 def chain_mesh(devices: int, chains: int) -> Any:
     """A 1-D mesh (axis :data:`CHAIN_AXIS`) over the first ``devices`` devices of this process
     that the ``chains`` chains of a seed are split over, or None for one device."""

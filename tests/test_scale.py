@@ -206,17 +206,14 @@ def test_the_study_relaunches_itself_without_workers():
 
 
 def test_the_command_line_finds_the_chain_devices_a_run_asks_for(tmp_path):
-    from argparse import Namespace
-
-    from lktd_ppl.cli import _chain_devices_asked
-
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text('{"algo": "lktd", "agent": {"chain_devices": 4}}')
     file = tmp_path / "c.json"
     file.write_text('{"algo": "lktd", "agent": {"num_chains": 2}}')
-    assert _chain_devices_asked(Namespace(set=["chain_devices=2", "num_chains=4"])) == 2
-    assert _chain_devices_asked(Namespace(set=[], config=str(file))) == 1
-    assert _chain_devices_asked(Namespace(set=[], config=None, resume=str(run))) == 4
-    assert _chain_devices_asked(Namespace(set=["chain_devices=3"], resume=str(run))) == 3
-    assert _chain_devices_asked(Namespace(set=[], config=str(tmp_path / "missing.json"))) == 1
+    asked = scale.chain_devices_asked
+    assert asked(["chain_devices=2", "num_chains=4"], [None, None]) == 2
+    assert asked([], [str(file), None]) == 1
+    assert asked([], [None, str(run)]) == 4
+    assert asked(["chain_devices=3"], [None, str(run)]) == 3
+    assert asked([], [str(tmp_path / "missing.json"), None]) == 1
