@@ -7,7 +7,6 @@ import csv
 import math
 import os
 import platform
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,79 +84,96 @@ def find(rows: list[dict], section: str, name: str) -> dict | None:
     return next((r for r in rows if r["section"] == section and r["row"] == name), None)
 
 
+def threshold_text(lo: float | None, hi: float | None) -> str:
+    """A target's band as the table writes it: "0.8-1.15", ">= 20" or "<= 300"."""
+    if lo is not None and hi is not None:
+        return f"{lo:g}-{hi:g}"
+    return f">= {lo:g}" if lo is not None else f"<= {hi:g}"
+
+
 def targets(rows: list[dict], sizes: Sizes) -> list[tuple[str, float, str, bool | None]]:
     """(target, measured value, threshold, met) for each target whose rows were run."""
-    out: list[tuple[str, float, str, bool | None]] = []
-
-    def add(name: str, r: dict | None, key: str, test: Callable[[float], bool], text: str):
-        if r is not None:
-            v = r[key]
-            out.append((name, v, text, None if math.isnan(v) else bool(test(v))))
-
-    add(
-        "LKTD slope in p for p >= 1e5",
-        find(rows, "scaling", "lktd slope in p, p >= 1e5"),
-        "value",
-        lambda v: 0.8 <= v <= 1.15,
-        "0.8-1.15",
-    )
-    cold = find(rows, "escape", "paper run, cold cache: wall")
-    add(
-        f"{sizes.escape_steps:,}-step paper run, cold cache (s)",
-        cold,
-        "value",
-        lambda v: v <= 20,
-        "<= 20",
-    )
     big = sizes.cartpole_seeds[-1]
-    add(
-        f"CartPole env alone (random actions), {big} seeds / 1 seed (env steps/s)",
-        find(rows, "cartpole", f"env alone (random actions), {big} seed(s) vmapped"),
-        "ratio",
-        lambda v: v >= 20,
-        ">= 20",
-    )
-    add(
-        f"CartPole acting, {big} seeds / 1 seed (env steps/s)",
-        find(rows, "cartpole", f"acting + env, {big} seed(s) vmapped"),
-        "ratio",
-        lambda v: v >= 20,
-        ">= 20",
-    )
-    for k in sizes.cartpole_seeds[1:]:
-        add(
-            f"CartPole training, {k} vmapped / one after another",
-            find(rows, "cartpole", f"lktd training, {k} seed(s) vmapped"),
+    # (target, section, row, column, lowest allowed, highest allowed)
+    specs = [
+        (
+            "LKTD slope in p for p >= 1e5",
+            "scaling",
+            "lktd slope in p, p >= 1e5",
+            "value",
+            0.8,
+            1.15,
+        ),
+        (
+            f"{sizes.escape_steps:,}-step paper run, cold cache (s)",
+            "escape",
+            "paper run, cold cache: wall",
+            "value",
+            None,
+            20,
+        ),
+        (
+            f"CartPole env alone (random actions), {big} seeds / 1 seed (env steps/s)",
+            "cartpole",
+            f"env alone (random actions), {big} seed(s) vmapped",
             "ratio",
-            lambda v: v >= 1,
-            ">= 1",
+            20,
+            None,
+        ),
+        (
+            f"CartPole acting, {big} seeds / 1 seed (env steps/s)",
+            "cartpole",
+            f"acting + env, {big} seed(s) vmapped",
+            "ratio",
+            20,
+            None,
+        ),
+    ]
+    specs += [
+        (
+            f"CartPole training, {k} vmapped / one after another",
+            "cartpole",
+            f"lktd training, {k} seed(s) vmapped",
+            "ratio",
+            1,
+            None,
         )
+        for k in sizes.cartpole_seeds[1:]
+    ]
     many = find(rows, "accelerator", "many seeds, compiled")
     if many is not None and not many["setting"].startswith("cpu"):  # targets for accelerators
-        add(
-            f"{sizes.accel_seeds} seeds x {sizes.accel_steps:,} steps on "
-            f"{many['setting'].split(':')[0]} (s)",
-            many,
-            "value",
-            lambda v: v <= 300,
-            "<= 300",
-        )
-        last = sizes.accel_chain_counts[-1]
-        add(
-            f"{last} chains / {sizes.accel_chain_counts[0]} chain (s)",
-            find(rows, "accelerator", f"{last} chain(s)"),
-            "ratio",
-            lambda v: v <= 2,
-            "<= 2",
-        )
-    for name in ("2 forced host devices", "2 processes"):
-        add(
-            f"{name} / fastest single-process",
-            find(rows, "devices", name),
-            "ratio",
-            lambda v: v >= 1.6,
-            ">= 1.6",
-        )
+        where = many["setting"].split(":")[0]
+        first, last = sizes.accel_chain_counts[0], sizes.accel_chain_counts[-1]
+        specs += [
+            (
+                f"{sizes.accel_seeds} seeds x {sizes.accel_steps:,} steps on {where} (s)",
+                "accelerator",
+                "many seeds, compiled",
+                "value",
+                None,
+                300,
+            ),
+            (
+                f"{last} chains / {first} chain (s)",
+                "accelerator",
+                f"{last} chain(s)",
+                "ratio",
+                None,
+                2,
+            ),
+        ]
+    specs += [
+        (f"{name} / fastest single-process", "devices", name, "ratio", 1.6, None)
+        for name in ("2 forced host devices", "2 processes")
+    ]
+    out: list[tuple[str, float, str, bool | None]] = []
+    for name, section, row_name, key, lo, hi in specs:
+        r = find(rows, section, row_name)
+        if r is None:
+            continue
+        v = r[key]
+        met = None if math.isnan(v) else bool((lo is None or v >= lo) and (hi is None or v <= hi))
+        out.append((name, v, threshold_text(lo, hi), met))
     return out
 
 
