@@ -293,6 +293,24 @@ def cartpole_acting(steps: int, greedy: bool = True) -> Callable:
     return jax.jit(jax.vmap(one_seed))
 
 
+def seed_rows(label: str, seconds: dict[int, float], steps: int, ratio_to: str) -> list[dict]:
+    """CartPole rows from the seconds of ``steps`` steps per seed at each seed count: env
+    steps/s, and the ratio k t_1 / t_k (throughput over the first count's, per seed)."""
+    first = seconds[next(iter(seconds))]
+    return [
+        row(
+            "cartpole",
+            f"{label}, {k} seed(s) vmapped",
+            f"{steps:,} steps per seed",
+            k * steps / t,
+            "env steps/s",
+            k * first / t,
+            ratio_to,
+        )
+        for k, t in seconds.items()
+    ]
+
+
 def bench_cartpole(sizes: Sizes) -> list[dict]:
     """Env steps per second over 1, 16, 256 vmapped seeds: acting and environment alone, and
     the whole LKTD training run (compiled first; one after another = one seed's time x seeds)."""
@@ -307,40 +325,16 @@ def bench_cartpole(sizes: Sizes) -> list[dict]:
             fn = cartpole_acting(sizes.cartpole_act_steps, greedy)
             keys = jax.random.split(jax.random.key(1), k)
             act[k] = median_times({"x": (fn, keys, 1)}, sizes.repeats)["x"]
-        one = sizes.cartpole_act_steps / act[sizes.cartpole_seeds[0]]
-        for k, t in act.items():
-            tput = k * sizes.cartpole_act_steps / t
-            rows.append(
-                row(
-                    "cartpole",
-                    f"{label}, {k} seed(s) vmapped",
-                    f"{sizes.cartpole_act_steps:,} steps per seed",
-                    tput,
-                    "env steps/s",
-                    tput / one,
-                    "1 seed",
-                )
-            )
+        rows += seed_rows(label, act, sizes.cartpole_act_steps, "1 seed")
     train_t = {}
     for k in sizes.cartpole_seeds:
         train = make_train(cartpole_spec(sizes.cartpole_train_steps, k))
         keys = jax.random.split(jax.random.key(2), k)
         time_call(train, keys, progress=False)  # compile
         train_t[k] = time_call(train, keys, progress=False)
-    single = train_t[sizes.cartpole_seeds[0]]
-    for k, t in train_t.items():
-        tput = k * sizes.cartpole_train_steps / t
-        rows.append(
-            row(
-                "cartpole",
-                f"lktd training, {k} seed(s) vmapped",
-                f"{sizes.cartpole_train_steps:,} steps per seed",
-                tput,
-                "env steps/s",
-                k * single / t,
-                "one seed after another",
-            )
-        )
+    rows += seed_rows(
+        "lktd training", train_t, sizes.cartpole_train_steps, "one seed after another"
+    )
     return rows
 
 
