@@ -54,7 +54,7 @@ LKTD_STEP = {
     "CartPole-v1": 1e-4,
     "Acrobot-v1": 1.25e-5,
     "MountainCar-v0": 2e-4,
-    "LunarLander-v3": 1e-4,
+    "LunarLander-v3": 1.25e-5,
 }
 # Adam LMCDQN's bias factor and inverse temperature per environment (the sweep's best final IQM;
 # environments not swept yet take the control defaults, a 0.1 and beta 1e5)
