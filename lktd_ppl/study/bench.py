@@ -535,11 +535,12 @@ def run(sections: Iterable[str], sizes: Sizes) -> list[dict]:
             "cartpole": lambda: bench_cartpole(sizes),
             "accelerator": lambda: bench_accelerator(sizes),
         }
-        for name in SECTIONS:
-            if name in chosen:
-                t = time.perf_counter()
-                rows += groups[name]()
-                print(f"bench: {name} done in {time.perf_counter() - t:.1f} s", flush=True)
+        todo = [name for name in SECTIONS if name in chosen]
+        for i, name in enumerate(todo, 1):
+            print(f"bench: {name} ({i} of {len(todo)}) ...", flush=True)
+            t = time.perf_counter()
+            rows += groups[name]()
+            print(f"bench: {name} done in {time.perf_counter() - t:.1f} s", flush=True)
     return rows
 
 
