@@ -66,6 +66,8 @@ from lktd_ppl.study.bench_table import (
     write_tables,
 )
 from lktd_ppl.study.bench_table import PENDING as PENDING
+from lktd_ppl.study.bench_table import TINY as TINY
+from lktd_ppl.study.bench_table import Sizes as Sizes
 from lktd_ppl.study.bench_table import read_csv as read_csv
 from lktd_ppl.study.bench_table import targets as targets
 
@@ -87,62 +89,6 @@ def mlp_q_params(width: int, obs_dim: int = 2, num_actions: int = 4) -> int:
     """Parameters of the shipped Q network ``models/mlp_q.py`` with HIDDEN = (width, width)."""
     sizes = [obs_dim, width, width, num_actions]
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-
-
-@dataclasses.dataclass(frozen=True)
-class Sizes:
-    """How much each row group runs: ``full`` (the committed table) or ``tiny`` (the tests)."""
-
-    hiddens: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64))
-    method_reps: int = 500  # updates per timed scan (KOVA: kova_reps)
-    kova_reps: int = 5
-    repeats: int = 5
-    lktd_widths: tuple[int, ...] = (28, 51, 96, 169, 320, 448, 544, 707, 996)  # p ~ 1e3 ... 1e6
-    lktd_batches: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
-    batch_scan_width: int = 169  # p ~ 3e4 for the scan over n
-    kova_widths: tuple[int, ...] = (28, 51, 96, 137)  # p ~ 1e3 ... 2e4
-    scan_work: float = 3e8  # p * n * steps per timed scan of the scaling rows
-    scaling_repeats: int = 3
-    escape_steps: int = 1_000_000
-    escape_repeats: int = 3
-    chain_counts: tuple[int, ...] = (1, 4, 16)
-    chain_steps: int = 20_000
-    device_seeds: int = 16
-    device_steps: int = 10_000
-    cartpole_seeds: tuple[int, ...] = (1, 16, 256)
-    cartpole_act_steps: int = 2000
-    cartpole_train_steps: int = 500
-    accel_seeds: int = 1000  # the accelerator group: many seeds of the paper preset at once
-    accel_steps: int = 100_000
-    accel_chain_counts: tuple[int, ...] = (1, 16)
-    accel_chain_steps: int = 20_000
-
-
-TINY = Sizes(
-    hiddens=((8, 8),),
-    method_reps=4,
-    kova_reps=2,
-    repeats=1,
-    lktd_widths=(8, 16),
-    lktd_batches=(32, 64),
-    batch_scan_width=8,
-    kova_widths=(8, 16),
-    scan_work=3e6,
-    scaling_repeats=1,
-    escape_steps=2000,
-    escape_repeats=1,
-    chain_counts=(1, 4, 16),
-    chain_steps=2000,
-    device_seeds=4,
-    device_steps=2000,
-    cartpole_seeds=(1, 16, 256),
-    cartpole_act_steps=20,
-    cartpole_train_steps=200,
-    accel_seeds=4,
-    accel_steps=2000,
-    accel_chain_counts=(1, 4),
-    accel_chain_steps=2000,
-)
 
 
 # ---------------------------------------------------------------- timing helpers

@@ -11,15 +11,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from lktd_ppl.study.bench_table import DEVICE_ROWS, PENDING, row
-
-if TYPE_CHECKING:
-    from lktd_ppl.study.bench import Sizes
-
+from lktd_ppl.study.bench_table import DEVICE_ROWS, PENDING, Sizes, row
 
 # ---- timing helpers
 
