@@ -360,8 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
             type=int,
             metavar="N",
             help="split every seed's chains over N devices of this process (the LKTD family; "
-            "on CPU: N host devices; --set chain_devices=N once they exist); num_chains must be "
-            "a multiple of N; not with --devices or lktd launch (default 1)",
+            "on CPU: N host devices, set up before JAX starts; the same as --set "
+            "chain_devices=N); num_chains must be a multiple of N; not with --devices or lktd "
+            "launch; a stage's numbers are one device's to float32 rounding (default 1)",
         )
         p.add_argument(
             "--checkpoint-every",
