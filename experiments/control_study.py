@@ -62,6 +62,7 @@ LMCDQN = {
     "CartPole-v1": {"bias_factor": 1.0, "inverse_temperature": 1e5},
     "MountainCar-v0": {"bias_factor": 1.0, "inverse_temperature": 1e5},
     "Acrobot-v1": {"bias_factor": 1.0, "inverse_temperature": 1e5},
+    "LunarLander-v3": {"bias_factor": 0.1, "inverse_temperature": 1e5},
 }
 LKTD_PROTOCOL = {"buffer_size": 10_000, "train_start": 1000, "train_every": 4, "gradient_steps": 1}
 
