@@ -5,8 +5,7 @@ same settings and shapes: a rerun, the next seed batch of a study, the same pres
 day) reads them back instead of compiling again.  ``lktd`` commands turn it on; the folder is,
 in order: ``JAX_COMPILATION_CACHE_DIR`` if set (JAX's own variable), else ``LKTD_COMPILATION_CACHE``,
 else ``$XDG_CACHE_HOME/lktd_ppl/jax`` (``~/.cache/lktd_ppl/jax``).  ``LKTD_COMPILATION_CACHE=off``
-turns it off.  It keeps at most 1 GiB (the least recently used programs go first).  The cache
-changes no number: a program read back is the one compiled.
+turns it off.  The cache changes no number: a program read back is the one compiled.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import os
 from pathlib import Path
 
 ENV_CACHE = "LKTD_COMPILATION_CACHE"
-MAX_BYTES = 2**30  # the folder's size, least recently used programs evicted first
 JAX_ENV_CACHE = "JAX_COMPILATION_CACHE_DIR"
 OFF = ("off", "0", "none", "false")
 
@@ -49,6 +47,4 @@ def enable() -> Path | None:
     # every program, the setup's small ones included: reading one back costs less than
     # compiling it
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    if jax.config.jax_compilation_cache_max_size < 0:  # unbounded unless set otherwise
-        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
     return folder

@@ -37,23 +37,16 @@ def test_enable_points_jax_at_the_folder_and_caches_every_program(env, tmp_path)
     before = (
         jax.config.jax_compilation_cache_dir,
         jax.config.jax_persistent_cache_min_compile_time_secs,
-        jax.config.jax_compilation_cache_max_size,
     )
     env.setenv(compile_cache.ENV_CACHE, str(tmp_path / "c"))
     try:
-        jax.config.update("jax_compilation_cache_max_size", -1)
         assert compile_cache.enable() == tmp_path / "c"
         assert Path(jax.config.jax_compilation_cache_dir) == tmp_path / "c"
         assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
-        assert jax.config.jax_compilation_cache_max_size == 2**30  # bounded
         assert (tmp_path / "c").is_dir()
-        jax.config.update("jax_compilation_cache_max_size", 5 * 2**30)  # a size set is kept
-        compile_cache.enable()
-        assert jax.config.jax_compilation_cache_max_size == 5 * 2**30
     finally:
         jax.config.update("jax_compilation_cache_dir", before[0])
         jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
-        jax.config.update("jax_compilation_cache_max_size", before[2])
 
 
 def test_a_folder_that_cannot_be_made_leaves_it_off(env, tmp_path):
@@ -68,7 +61,6 @@ def test_the_command_line_turns_it_on(env, tmp_path, capsys):
     before = (
         jax.config.jax_compilation_cache_dir,
         jax.config.jax_persistent_cache_min_compile_time_secs,
-        jax.config.jax_compilation_cache_max_size,
     )
     env.setenv(compile_cache.ENV_CACHE, str(tmp_path / "c"))
     try:  # a run refused at its settings: the cache is on before anything is compiled
@@ -81,4 +73,3 @@ def test_the_command_line_turns_it_on(env, tmp_path, capsys):
     finally:
         jax.config.update("jax_compilation_cache_dir", before[0])
         jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
-        jax.config.update("jax_compilation_cache_max_size", before[2])
