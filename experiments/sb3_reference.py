@@ -56,6 +56,12 @@ ZOO: dict[str, tuple[int, int, dict[str, Any]]] = {
         gamma=0.98, target_update_interval=600, train_freq=16, gradient_steps=8,
         exploration_fraction=0.2, exploration_final_eps=0.07,
     )),
+    # the zoo's LunarLander-v2 row, on v3 (Gymnasium's current version of the same task)
+    "LunarLander-v3": (100_000, 5000, dict(
+        learning_rate=6.3e-4, batch_size=128, buffer_size=50_000, learning_starts=0,
+        gamma=0.99, target_update_interval=250, train_freq=4, gradient_steps=-1,
+        exploration_fraction=0.12, exploration_final_eps=0.1,
+    )),
 }  # fmt: skip
 NET_ARCH = [256, 256]
 

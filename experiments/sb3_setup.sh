@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create (or reuse) .venv-sb3: a Python 3.11 venv with Stable-Baselines3 and a CPU build of torch,
+# Create (or reuse) .venv-sb3: a Python 3.11 venv with Stable-Baselines3, a CPU build of torch and
+# Box2D (LunarLander),
 # for experiments/sb3_reference.py (an outside reference; it does not import lktd_ppl, and none of
 # this is in the project's install or CI).
 # Usage: bash experiments/sb3_setup.sh    ($PYTHON311 overrides the interpreter, default python3)
@@ -17,7 +18,7 @@ start=$(date +%s)
 # torch first and alone, so the resolver never sees a range it could satisfy with another build
 .venv-sb3/bin/python -m pip install -q torch==2.13.0 2>&1 | grep -v "^WARNING: Location" || true
 .venv-sb3/bin/python -m pip install -q torch==2.13.0 stable-baselines3==2.9.2 gymnasium==1.3.0 \
-  2>&1 | grep -v "^WARNING: Location" || true
+  box2d==2.3.10 pygame-ce==2.5.8 2>&1 | grep -v "^WARNING: Location" || true
 .venv-sb3/bin/python - <<'EOF'
 import gymnasium, stable_baselines3, torch
 print(f"torch {torch.__version__} (cuda: {torch.version.cuda}), "

@@ -92,11 +92,12 @@ def sharding_available() -> bool:
 
 SHARDED_RUN = """
 import json, sys, time
-from lktd_ppl import scale
+from lktd_ppl import compile_cache, scale
 devices = {devices}
 if devices > 1:
     scale.force_host_devices(devices)
 scale.initialize_from_env()
+compile_cache.enable()
 import jax
 from lktd_ppl.config import build_spec
 from lktd_ppl.training import make_train
@@ -148,8 +149,9 @@ def sharded_seconds(sizes: Sizes, devices: int, processes: int) -> float:
 
 
 CHAIN_RUN = """
-from lktd_ppl import scale
+from lktd_ppl import compile_cache, scale
 scale.force_host_devices(2)
+compile_cache.enable()
 import json, time
 import jax
 from lktd_ppl.config import build_spec
