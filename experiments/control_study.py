@@ -144,6 +144,18 @@ SWEEP_LKTD_MORE = {
     "Acrobot-v1": (1.25e-5, 6.25e-6),
     "LunarLander-v3": (1.25e-5, 6.25e-6, 3.125e-6),
 }
+# beyond the step size, where LKTD stays behind at every step size: the Q-learning measurement
+# and a target network (``target_every`` stages; 63 stages of 4 steps ~ the zoo's sync every 250
+# env steps), by label
+_TARGET = {"target_every": 63}
+_QLEARNING = {"model": "mlp_control:qlearning_gaussian", **_TARGET}
+SWEEP_LKTD_VARIANTS: dict[str, dict[str, dict]] = {
+    "LunarLander-v3": {
+        "lktd_target_eps5e-05": {**_TARGET, "sampler.step_size": 5e-5},
+        "lktd_qlearning_target_eps1.25e-05": {**_QLEARNING, "sampler.step_size": 1.25e-5},
+        "lktd_qlearning_target_eps5e-05": {**_QLEARNING, "sampler.step_size": 5e-5},
+    },
+}
 SWEEP_LMCDQN = tuple(
     {"bias_factor": a, "inverse_temperature": b} for a in (0.1, 1.0) for b in (1e5, 1e7)
 )
@@ -157,11 +169,24 @@ def sweep_rows(envs: list[str]) -> list[ControlRow]:
         for eps in SWEEP_LKTD_STEPS + SWEEP_LKTD_MORE.get(env, ()):
             agent = {**base.agent, "sampler.step_size": eps}
             rows.append(base._replace(agent=agent, label=f"lktd_eps{eps:g}"))
+        for label, knobs in SWEEP_LKTD_VARIANTS.get(env, {}).items():
+            rows.append(base._replace(agent={**base.agent, **knobs}, label=label))
         base = network_row(env, "lmcdqn")
         for knobs in SWEEP_LMCDQN:
             label = "lmcdqn_" + "_".join(f"{k.split('_')[0]}{v:g}" for k, v in knobs.items())
             rows.append(base._replace(agent={**base.agent, **knobs}, label=label))
     return rows
+
+
+def table_rows(out: Path, seeds: list[int], sweep: bool) -> list[ControlRow]:
+    """The rows of ``OUT/table.md``: every environment and row with results on disk, not only the
+    ones a call ran (the study's rows and Stable-Baselines3's DQN, or every sweep setting)."""
+    every_env = list(CONTROL_STUDY_ENVS)
+    rows = sweep_rows(every_env) if sweep else study_rows(every_env, list(METHODS))
+    if not sweep:  # Stable-Baselines3's DQN (experiments/sb3_reference.py), where it ran
+        rows += [ControlRow(env, "dqn", {}, {}, "sb3_dqn") for env in every_env]
+    with_data = {r.env for r in rows if load_row(out, r, seeds) is not None}
+    return [r for r in rows if r.env in with_data]
 
 
 def timing(rows: list[ControlRow], fraction: float, out: Path) -> None:
@@ -249,14 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{row.env}/{row.name}: seeds {batch[0]}-{batch[-1]} ...", flush=True)
                 run_batch(row, batch, args.out)
                 print(f"  done in {time.perf_counter() - t0:.0f} s", flush=True)
-    # the tables and plots cover every environment and row with results on disk, not only the
-    # ones this call ran
-    every_env = list(CONTROL_STUDY_ENVS)
-    rows = sweep_rows(every_env) if args.sweep else study_rows(every_env, list(METHODS))
-    if not args.sweep:  # Stable-Baselines3's DQN (experiments/sb3_reference.py), where it ran
-        rows += [ControlRow(env, "dqn", {}, {}, "sb3_dqn") for env in every_env]
-    with_data = {r.env for r in rows if load_row(args.out, r, seeds) is not None}
-    rows = [r for r in rows if r.env in with_data]
+    rows = table_rows(args.out, seeds, args.sweep)
     write_tables(args.out, rows, seeds)
     plot_curves(args.out, rows, seeds)
     print((args.out / "table.md").read_text())

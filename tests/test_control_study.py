@@ -117,3 +117,54 @@ def test_zoo_rows_resolve_to_the_zoo_settings():
         1e-4,
     )
     assert cs.row_spec(rows["kova_64x64"], [0]).agent.hidden == (64, 64)
+
+
+RESULTS = ROOT / "experiments" / "results" / "control"
+SCORE_COLUMNS = {"final": "final", "train": "train", "best-model": "best"}
+
+
+def recomputed(folder: Path, seeds: list[int], sweep: bool, tmp: Path) -> tuple[str, dict]:
+    """The study's table from the committed runs under ``folder``, written in ``tmp``."""
+    study = study_script()
+    tmp.mkdir()
+    (tmp / "runs").symlink_to(folder / "runs")
+    summaries = cs.write_tables(tmp, study.table_rows(folder, seeds, sweep), seeds)
+    return (tmp / "table.md").read_text(), summaries
+
+
+def readme_cells(text: str) -> list[tuple[str, str, str, str]]:
+    """(environment, row, score, cell) of every score cell in the README's tables; a table's
+    environment is the last environment id named in a heading or a line ending in ':' above it,
+    its row the first word of the row's first cell."""
+    envs = ("CartPole-v1", "Acrobot-v1", "MountainCar-v0", "LunarLander-v3")
+    out, env, header = [], None, None
+    for line in text.splitlines():
+        if line.startswith("#") or line.rstrip().endswith(":"):
+            named = [e for e in envs if e in line]
+            env, header = (named[-1] if named else env), None
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif not set(cells[0]) <= set("-"):
+            for col, score in SCORE_COLUMNS.items():
+                if col in header:
+                    out.append((env, cells[0].split()[0], score, cells[header.index(col)]))
+    return out
+
+
+def test_committed_control_tables_and_readme_recompute_from_the_runs(tmp_path):
+    """table.md (the evaluation seeds 0-9) and sweeps/table.md (seeds 100-102) are what the
+    aggregation writes from the committed batch files, and every score in the study's README
+    tables is the recomputed IQM [interval] of its environment and row."""
+    table, summaries = recomputed(RESULTS, list(range(10)), False, tmp_path / "study")
+    assert table == (RESULTS / "table.md").read_text()
+    sweep_seeds = list(range(100, 103))
+    sweep_table, _ = recomputed(RESULTS / "sweeps", sweep_seeds, True, tmp_path / "sweeps")
+    assert sweep_table == (RESULTS / "sweeps" / "table.md").read_text()
+    cells = readme_cells((RESULTS / "README.md").read_text())
+    assert len(cells) >= 3 * 20  # the four environments' tables
+    for env, row, score, cell in cells:
+        assert cell == cs.fmt_interval(summaries[f"{env}/{row}"][score]), (env, row, score)
