@@ -144,9 +144,10 @@ SWEEP_LKTD_MORE = {
     "Acrobot-v1": (1.25e-5, 6.25e-6),
     "LunarLander-v3": (1.25e-5, 6.25e-6, 3.125e-6),
 }
-# beyond the step size, where LKTD stays behind at every step size: the Q-learning measurement
-# and a target network (``target_every`` stages; 63 stages of 4 steps ~ the zoo's sync every 250
-# env steps), by label
+# beyond the step size, where LKTD stays behind at every step size, by label: the Q-learning
+# measurement, a target network (``target_every`` stages; 63 stages of 4 steps ~ the zoo's sync
+# every 250 env steps), the forecast's diagonal preconditioner, a stage every step (``control``:
+# the protocol's settings that differ)
 _TARGET = {"target_every": 63}
 _QLEARNING = {"model": "mlp_control:qlearning_gaussian", **_TARGET}
 SWEEP_LKTD_VARIANTS: dict[str, dict[str, dict]] = {
@@ -154,6 +155,24 @@ SWEEP_LKTD_VARIANTS: dict[str, dict[str, dict]] = {
         "lktd_target_eps5e-05": {**_TARGET, "sampler.step_size": 5e-5},
         "lktd_qlearning_target_eps1.25e-05": {**_QLEARNING, "sampler.step_size": 1.25e-5},
         "lktd_qlearning_target_eps5e-05": {**_QLEARNING, "sampler.step_size": 5e-5},
+        "lktd_qlearning_target_eps0.0001": {**_QLEARNING, "sampler.step_size": 1e-4},
+        "lktd_qlearning_target_eps0.0002": {**_QLEARNING, "sampler.step_size": 2e-4},
+        # pSGLD's diagonal preconditioner on the forecast, capped at 100 (``precondition_max``)
+        "lktd_target_precond100_eps1.25e-05": {
+            **_TARGET,
+            "sampler.precondition_max": 100.0,
+            "sampler.step_size": 1.25e-5,
+        },
+        "lktd_precond100_eps1.25e-05": {
+            "sampler.precondition_max": 100.0,
+            "sampler.step_size": 1.25e-5,
+        },
+        # a stage every step (the DQN rows' one update per step), the target synced every 250
+        "lktd_every1_target250_eps1.25e-05": {
+            "target_every": 250,
+            "sampler.step_size": 1.25e-5,
+            "control": {"train_every": 1},
+        },
     },
 }
 SWEEP_LMCDQN = tuple(
@@ -170,7 +189,9 @@ def sweep_rows(envs: list[str]) -> list[ControlRow]:
             agent = {**base.agent, "sampler.step_size": eps}
             rows.append(base._replace(agent=agent, label=f"lktd_eps{eps:g}"))
         for label, knobs in SWEEP_LKTD_VARIANTS.get(env, {}).items():
-            rows.append(base._replace(agent={**base.agent, **knobs}, label=label))
+            agent = {k: v for k, v in knobs.items() if k != "control"}
+            control = {**base.control, **knobs.get("control", {})}
+            rows.append(base._replace(agent={**base.agent, **agent}, control=control, label=label))
         base = network_row(env, "lmcdqn")
         for knobs in SWEEP_LMCDQN:
             label = "lmcdqn_" + "_".join(f"{k.split('_')[0]}{v:g}" for k, v in knobs.items())
