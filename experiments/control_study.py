@@ -8,6 +8,9 @@ Rows per environment (settings in ``lktd_ppl/presets.py``: ``CONTROL_STUDY_ENVS`
   ``LMCDQN``);
 - lktd, sgld, sghmc: the ``mlp_control:sarsa_gaussian`` model (64-64, no target network), buffer
   1e4, a stage every 4 steps, the step size from ``LKTD_STEP``;
+- lktd_variant: where a sweep chose one (``LKTD_VARIANT``), LKTD with the variant's changes to that
+  protocol (``SWEEP_LKTD_VARIANTS``: the Q-learning measurement, a target network, a stage every
+  step, ...);
 - kova: [64, 64] (the [256, 256] covariance, 67 000^2 floats, does not fit).
 
     .venv/bin/python experiments/control_study.py --envs CartPole-v1 --rows lktd,dqn
@@ -47,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "experiments" / "results" / "control"
 EVAL_SEEDS = list(range(10))
 SWEEP_FIRST_SEED = 100
-METHODS = ("lktd", "dqn", "qrdqn", "lmcdqn", "bootdqn", "sgld", "sghmc", "kova")
+METHODS = ("lktd", "lktd_variant", "dqn", "qrdqn", "lmcdqn", "bootdqn", "sgld", "sghmc", "kova")
 # the LKTD family's step size per environment (the sweep's best final IQM: sweeps/table.md;
 # environments not swept yet take the control default)
 LKTD_STEP = {
@@ -122,11 +125,30 @@ def kova_estimate_s(row: ControlRow) -> float:
     return updates * kova_update_flops(p, c.batch_size) / KOVA_FLOPS_PER_S
 
 
+def with_knobs(base: ControlRow, knobs: dict, label: str) -> ControlRow:
+    """``base`` with agent settings (and a ``control`` dict of protocol settings) replaced."""
+    agent = {k: v for k, v in knobs.items() if k != "control"}
+    control = {**base.control, **knobs.get("control", {})}
+    return base._replace(agent={**base.agent, **agent}, control=control, label=label)
+
+
+# where the sweeps' LKTD variants (SWEEP_LKTD_VARIANTS) beat the step-size sweep, the best one
+# per environment: the study's ``lktd_variant`` row (beside ``lktd``, the shared protocol)
+LKTD_VARIANT: dict[str, str] = {
+    # 14.4 on seeds 100-102 against -59.4 for the step-size sweep's best (sweeps/table.md)
+    "LunarLander-v3": "lktd_every1_target250_eps1.25e-05",
+}
+
+
 def study_rows(envs: list[str], methods: list[str]) -> list[ControlRow]:
     rows = []
     for env in envs:
         for method in methods:
-            if method in ("lktd", "sgld", "sghmc"):
+            if method == "lktd_variant":
+                if env in LKTD_VARIANT:
+                    knobs = SWEEP_LKTD_VARIANTS[env][LKTD_VARIANT[env]]
+                    rows.append(with_knobs(lktd_row(env, "lktd"), knobs, method))
+            elif method in ("lktd", "sgld", "sghmc"):
                 rows.append(lktd_row(env, method))
             elif method == "kova":
                 rows.append(kova_row(env))
@@ -150,7 +172,23 @@ SWEEP_LKTD_MORE = {
 # the protocol's settings that differ)
 _TARGET = {"target_every": 63}
 _QLEARNING = {"model": "mlp_control:qlearning_gaussian", **_TARGET}
+_EVERY1 = {"control": {"train_every": 1}}
 SWEEP_LKTD_VARIANTS: dict[str, dict[str, dict]] = {
+    "MountainCar-v0": {
+        "lktd_qlearning_target_eps0.0002": {**_QLEARNING, "sampler.step_size": 2e-4},
+        "lktd_qlearning_target_eps0.0004": {**_QLEARNING, "sampler.step_size": 4e-4},
+        # 4 chains: Thompson sampling over them (a chain drawn per episode), epsilon-greedy on top
+        "lktd_chains4_eps0.0002": {"num_chains": 4, "sampler.step_size": 2e-4},
+    },
+    "Acrobot-v1": {
+        "lktd_qlearning_target_eps5e-05": {**_QLEARNING, "sampler.step_size": 5e-5},
+        "lktd_qlearning_target_eps0.0001": {**_QLEARNING, "sampler.step_size": 1e-4},
+        "lktd_every1_target250_eps1.25e-05": {
+            **_EVERY1,
+            "target_every": 250,
+            "sampler.step_size": 1.25e-5,
+        },
+    },
     "LunarLander-v3": {
         "lktd_target_eps5e-05": {**_TARGET, "sampler.step_size": 5e-5},
         "lktd_qlearning_target_eps1.25e-05": {**_QLEARNING, "sampler.step_size": 1.25e-5},
@@ -173,6 +211,18 @@ SWEEP_LKTD_VARIANTS: dict[str, dict[str, dict]] = {
             "sampler.step_size": 1.25e-5,
             "control": {"train_every": 1},
         },
+        "lktd_every1_qlearning_target250_eps5e-05": {
+            **_EVERY1,
+            **_QLEARNING,
+            "target_every": 250,
+            "sampler.step_size": 5e-5,
+        },
+        "lktd_every1_qlearning_target250_eps2.5e-05": {
+            **_EVERY1,
+            **_QLEARNING,
+            "target_every": 250,
+            "sampler.step_size": 2.5e-5,
+        },
     },
 }
 SWEEP_LMCDQN = tuple(
@@ -189,9 +239,7 @@ def sweep_rows(envs: list[str]) -> list[ControlRow]:
             agent = {**base.agent, "sampler.step_size": eps}
             rows.append(base._replace(agent=agent, label=f"lktd_eps{eps:g}"))
         for label, knobs in SWEEP_LKTD_VARIANTS.get(env, {}).items():
-            agent = {k: v for k, v in knobs.items() if k != "control"}
-            control = {**base.control, **knobs.get("control", {})}
-            rows.append(base._replace(agent={**base.agent, **agent}, control=control, label=label))
+            rows.append(with_knobs(base, knobs, label))
         base = network_row(env, "lmcdqn")
         for knobs in SWEEP_LMCDQN:
             label = "lmcdqn_" + "_".join(f"{k.split('_')[0]}{v:g}" for k, v in knobs.items())

@@ -158,12 +158,15 @@ def readme_cells(text: str) -> list[tuple[str, str, str, str]]:
 def test_committed_control_tables_and_readme_recompute_from_the_runs(tmp_path):
     """table.md (the evaluation seeds 0-9) and sweeps/table.md (seeds 100-102) are what the
     aggregation writes from the committed batch files, and every score in the study's README
-    tables is the recomputed IQM [interval] of its environment and row."""
+    tables is the recomputed IQM [interval] of its environment and row (a study row or a sweep's
+    setting)."""
     table, summaries = recomputed(RESULTS, list(range(10)), False, tmp_path / "study")
     assert table == (RESULTS / "table.md").read_text()
     sweep_seeds = list(range(100, 103))
-    sweep_table, _ = recomputed(RESULTS / "sweeps", sweep_seeds, True, tmp_path / "sweeps")
+    sweep_table, swept = recomputed(RESULTS / "sweeps", sweep_seeds, True, tmp_path / "sweeps")
     assert sweep_table == (RESULTS / "sweeps" / "table.md").read_text()
+    assert not set(summaries) & set(swept)  # sweep rows are labelled apart from the study's
+    summaries.update(swept)
     cells = readme_cells((RESULTS / "README.md").read_text())
     assert len(cells) >= 3 * 20  # the four environments' tables
     for env, row, score, cell in cells:
