@@ -172,7 +172,7 @@ SWEEP_LKTD_MORE = {
 # the protocol's settings that differ)
 _TARGET = {"target_every": 63}
 _QLEARNING = {"model": "mlp_control:qlearning_gaussian", **_TARGET}
-_EVERY1 = {"control": {"train_every": 1}}
+_EVERY1 = {"control": {"train_every": 1}, "target_every": 250}  # the target every 250 steps
 SWEEP_LKTD_VARIANTS: dict[str, dict[str, dict]] = {
     "MountainCar-v0": {
         "lktd_qlearning_target_eps0.0002": {**_QLEARNING, "sampler.step_size": 2e-4},
@@ -183,11 +183,7 @@ SWEEP_LKTD_VARIANTS: dict[str, dict[str, dict]] = {
     "Acrobot-v1": {
         "lktd_qlearning_target_eps5e-05": {**_QLEARNING, "sampler.step_size": 5e-5},
         "lktd_qlearning_target_eps0.0001": {**_QLEARNING, "sampler.step_size": 1e-4},
-        "lktd_every1_target250_eps1.25e-05": {
-            **_EVERY1,
-            "target_every": 250,
-            "sampler.step_size": 1.25e-5,
-        },
+        "lktd_every1_target250_eps1.25e-05": {**_EVERY1, "sampler.step_size": 1.25e-5},
     },
     "LunarLander-v3": {
         "lktd_target_eps5e-05": {**_TARGET, "sampler.step_size": 5e-5},
@@ -206,21 +202,15 @@ SWEEP_LKTD_VARIANTS: dict[str, dict[str, dict]] = {
             "sampler.step_size": 1.25e-5,
         },
         # a stage every step (the DQN rows' one update per step), the target synced every 250
-        "lktd_every1_target250_eps1.25e-05": {
-            "target_every": 250,
-            "sampler.step_size": 1.25e-5,
-            "control": {"train_every": 1},
-        },
+        "lktd_every1_target250_eps1.25e-05": {**_EVERY1, "sampler.step_size": 1.25e-5},
         "lktd_every1_qlearning_target250_eps5e-05": {
-            **_EVERY1,
             **_QLEARNING,
-            "target_every": 250,
+            **_EVERY1,
             "sampler.step_size": 5e-5,
         },
         "lktd_every1_qlearning_target250_eps2.5e-05": {
-            **_EVERY1,
             **_QLEARNING,
-            "target_every": 250,
+            **_EVERY1,
             "sampler.step_size": 2.5e-5,
         },
     },
