@@ -76,3 +76,12 @@ def mlp_apply_at(layers: Layers, x: jax.Array, action: jax.Array) -> jax.Array:
 def take_action(q: jax.Array, action: jax.Array) -> jax.Array:
     """Q(s_i, a_i) from an (n, A) table and (n,) actions."""
     return jnp.take_along_axis(q, action[:, None].astype(jnp.int32), axis=1)[:, 0]
+
+
+def bootstrap_discount(batch: dict, gamma: float, dtype: jnp.dtype) -> jax.Array:
+    """gamma (1 - terminated) of each transition, shape (n,): the protocol's, ``batch["discount"]``,
+    where the agent hands it over (the LKTD family does), otherwise ``gamma`` (a model file's own
+    GAMMA, for batches built by hand)."""
+    if "discount" in batch:
+        return batch["discount"].astype(dtype)
+    return gamma * (1.0 - batch["terminated"].astype(dtype))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lktd_ppl.settings import RunError, field_types
@@ -423,11 +423,14 @@ def protocol_problems(protocol: Any, name: str) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class ModelFacts:
     """What an abstract trace of a model tells: its parameter count, the shape of its ``q`` site
-    (None if it has none) and the discount ``GAMMA`` of its file (None if it declares none)."""
+    (None if it has none), the discount ``GAMMA`` of its file (None if it declares none) and
+    whether its measurement reads the protocol's discount, ``batch["discount"]`` (the LKTD agent
+    hands it over; a model that reads it discounts as the run says, whatever its GAMMA)."""
 
     p: int
     q_shape: tuple[int, ...] | None
     gamma: float | None
+    reads_discount: bool = False
 
 
 def model_facts(
@@ -447,13 +450,16 @@ def model_facts(
     fn = load_model(spec)
     observed: dict[str, bool] = {}
 
-    def shapes() -> dict:
+    def example() -> dict:
         item = example_transition(obs_dim, num_actions)
         batch = {k: jnp.broadcast_to(v, (rows, *v.shape)) for k, v in item.items()}
         batch[STAGE_KEY] = jnp.int32(0)
         if target:
             batch["next_q_target"] = jnp.zeros((rows, num_actions), jnp.float32)
-        tr = handlers.trace(handlers.seed(fn, rng_seed=0)).get_trace(batch)
+        return batch
+
+    def shapes() -> dict:
+        tr = handlers.trace(handlers.seed(fn, rng_seed=0)).get_trace(example())
         kept = {}
         for name, site in tr.items():
             if site["type"] in ("sample", "deterministic"):
@@ -471,14 +477,40 @@ def model_facts(
     p = sum(math.prod(v.shape) for k, v in out.items() if not observed[k])
     q_shape = tuple(out["q"].shape) if "q" in out else None
     gamma = getattr(fn, "__globals__", {}).get("GAMMA")
-    return ModelFacts(p, q_shape, None if gamma is None else float(gamma))
+    return ModelFacts(
+        p, q_shape, None if gamma is None else float(gamma), _reads_discount(fn, example, rows)
+    )
+
+
+def _reads_discount(fn: Any, example: Callable[[], dict], rows: int) -> bool:
+    """Whether the model's observed sites' log density depends on ``batch["discount"]`` (traced
+    abstractly to a jaxpr: nothing runs or compiles)."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro import handlers
+
+    from lktd_ppl.ssm import _depends_on_inputs
+
+    def observed_log_density(discount: Any) -> Any:
+        batch = {**example(), "discount": discount}
+        tr = handlers.trace(handlers.seed(fn, rng_seed=0)).get_trace(batch)
+        sites = [s for s in tr.values() if s["type"] == "sample" and s["is_observed"]]
+        return sum(jnp.sum(s["fn"].log_prob(s["value"])) for s in sites)
+
+    try:
+        closed = jax.make_jaxpr(observed_log_density)(jax.ShapeDtypeStruct((rows,), jnp.float32))
+    except Exception:  # a model that cannot take the key fails later, with its own error
+        return False
+    return _depends_on_inputs(closed.jaxpr)[0]
 
 
 def model_problems(
     facts: ModelFacts, spec: str, protocol: Any, name: str, num_actions: int
 ) -> list[str]:
-    """The model against the environment: its ``q`` site's action count and, on the escape room
-    (whose truth is scored at ``escape.gamma``), its discount."""
+    """The model against the environment: its ``q`` site's action count and its discount: a model
+    that does not read the protocol's (``batch["discount"]``) must declare no GAMMA or the
+    protocol's (the escape room's truth is scored at ``escape.gamma``; a control task's gamma is
+    its protocol's)."""
     out = []
     if facts.q_shape is not None and facts.q_shape[-1:] != (num_actions,):
         out.append(
@@ -488,10 +520,12 @@ def model_problems(
             "mlp_control:... for control tasks)"
         )
     gamma = facts.gamma
-    if name == "escape" and gamma is not None and not math.isclose(gamma, protocol.gamma):
+    own = gamma is not None and not facts.reads_discount
+    if own and not math.isclose(gamma, protocol.gamma):
         out.append(
-            f"escape.gamma ({protocol.gamma}) differs from the discount GAMMA of model {spec} "
-            f"({gamma}); set escape.gamma={gamma} or use a model with that discount"
+            f"{name}.gamma ({protocol.gamma}) differs from the discount GAMMA ({gamma}) of model "
+            f"{spec}, which does not read batch['discount'] (the run's gamma (1 - terminated)); "
+            f"set {name}.gamma={gamma} or make the model read it (as models/mlp_q.py does)"
         )
     return out
 

@@ -7,12 +7,14 @@ with a Gaussian prior N(0, PRIOR_SD^2); d is ``batch["obs"].shape[-1]`` and A th
 MountainCar, ...  The measurement is the minibatch's rewards, Gaussian with known sd SIGMA.
 
 Batch keys (the replay buffer's, leading axis n): obs (n, d), action (n,), reward (n,),
-next_obs (n, d), next_action (n,), terminated (n,), next_mask (n, A), and ``stage`` (scalar).
+next_obs (n, d), next_action (n,), terminated (n,), next_mask (n, A), ``discount`` (n,):
+gamma (1 - terminated) with the protocol's gamma (the LKTD agent adds it; without it, GAMMA
+below), and ``stage`` (scalar).
 
 Measurements (semi-gradient: the bootstrap term is under stop-gradient; it uses the current
 parameters, no target network, as LKTD's official code):
-  SARSA:       loc_i = Q(s_i, a_i) - GAMMA (1 - terminated_i) sg[Q(s'_i, a'_i)]
-  Q-learning:  loc_i = Q(s_i, a_i) - GAMMA (1 - terminated_i) sg[Q(s'_i, argmax_{legal a} Q(s'_i, a))]
+  SARSA:       loc_i = Q(s_i, a_i) - gamma (1 - terminated_i) sg[Q(s'_i, a'_i)]
+  Q-learning:  loc_i = Q(s_i, a_i) - gamma (1 - terminated_i) sg[Q(s'_i, argmax_{legal a} Q(s'_i, a))]
 (the double-Q form with one network: the action chosen and valued by the current parameters over
 the legal actions).  Bootstrap on truncation, never on termination: ``terminated`` is set on true
 termination only.
@@ -34,7 +36,7 @@ import jax.numpy as jnp
 import numpyro
 from numpyro import distributions as dist
 
-from lktd_ppl.nets import mlp_apply, mlp_sites, take_action
+from lktd_ppl.nets import bootstrap_discount, mlp_apply, mlp_sites, take_action
 
 HIDDEN = (64, 64)
 TARGET_KEY = "next_q_target"  # the target network's Q at s' (present only with a target network)
@@ -55,8 +57,7 @@ def _q_model(batch, bootstrap):
     numpyro.deterministic("q", q)
     q_sa = take_action(q, batch["action"])
     q_next = jax.lax.stop_gradient(bootstrap(layers, batch))
-    not_done = 1.0 - batch["terminated"].astype(q_sa.dtype)
-    loc = q_sa - GAMMA * not_done * q_next
+    loc = q_sa - bootstrap_discount(batch, GAMMA, q_sa.dtype) * q_next
     numpyro.sample("reward", dist.Normal(loc, SIGMA), obs=batch["reward"])
 
 

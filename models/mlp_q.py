@@ -5,11 +5,13 @@ site with a prior; the measurement is the minibatch's rewards, Gaussian with kno
 
 Batch keys (what the replay buffer hands over, leading axis n):
   obs (n, d), action (n,), reward (n,), next_obs (n, d), next_action (n,), terminated (n,),
-  next_mask (n, NUM_ACTIONS) legal actions at s' (Q-learning form), and ``stage`` (scalar int).
+  next_mask (n, NUM_ACTIONS) legal actions at s' (Q-learning form), ``discount`` (n,):
+  gamma (1 - terminated) with the protocol's gamma (the LKTD agent adds it; without it, GAMMA
+  below), and ``stage`` (scalar int).
 
 Measurements (semi-gradient: the bootstrap term is under stop-gradient):
-  SARSA:       loc_i = Q(s_i, a_i) - GAMMA (1 - terminated_i) sg[Q(s'_i, a'_i)]
-  Q-learning:  loc_i = Q(s_i, a_i) - GAMMA (1 - terminated_i) sg[max_{legal a} Q(s'_i, a)]
+  SARSA:       loc_i = Q(s_i, a_i) - gamma (1 - terminated_i) sg[Q(s'_i, a'_i)]
+  Q-learning:  loc_i = Q(s_i, a_i) - gamma (1 - terminated_i) sg[max_{legal a} Q(s'_i, a)]
 (bootstrap on truncation, never on termination).  The Q-learning target uses the current
 parameters under stop-gradient (no target network, as LKTD's official code).
 
@@ -39,7 +41,7 @@ import numpyro
 from numpyro import distributions as dist
 
 from lktd_ppl.envs.escape import ACTION_DELTAS, DEFAULT_SIZE
-from lktd_ppl.nets import mlp_apply, mlp_apply_at, mlp_sites
+from lktd_ppl.nets import bootstrap_discount, mlp_apply, mlp_apply_at, mlp_sites
 from lktd_ppl.priors import annealed_lambda, spike_and_slab
 from lktd_ppl.ssm import STAGE_KEY
 
@@ -135,8 +137,7 @@ def _q_model(batch, prior, bootstrap, net=_Heads):
     numpyro.deterministic("q", net.table(layers, obs))  # (n, A); computed only where it is read
     q_sa = net.at(layers, obs, batch["action"])
     q_next = jax.lax.stop_gradient(bootstrap(net, layers, batch))
-    not_done = 1.0 - batch["terminated"].astype(q_sa.dtype)
-    loc = q_sa - GAMMA * not_done * q_next
+    loc = q_sa - bootstrap_discount(batch, GAMMA, q_sa.dtype) * q_next
     numpyro.sample("reward", dist.Normal(loc, SIGMA), obs=batch["reward"])
 
 

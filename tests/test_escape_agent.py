@@ -175,6 +175,42 @@ def test_annealed_step_size_is_the_constant_one_at_that_stage():
     assert np.abs(outs[0] - outs[2]).max() > 1e-4  # the constant eps0 moves differently
 
 
+def test_the_protocols_gamma_reaches_the_model():
+    """The LKTD agent hands the model gamma (1 - terminated) of the run's protocol: the
+    measurement's loc is Q(s, a) - gamma (1 - terminated) Q(s', a') at gamma = 0.5 (the model
+    file's GAMMA is 0.9), and at the file's own 0.9 a stage is bit for bit the stage of the model
+    discounting by itself (no ``discount`` key)."""
+    from lktd_ppl.agents.lktd import lktd_kernel, with_discount
+
+    config = LKTDAgentConfig(model=f"{MODELS}/mlp_q.py:sarsa_gaussian")
+    batch = _random_batch(seed=3, stage=5)
+    batch = {
+        **batch,
+        "action": jnp.arange(100) % 4,
+        "next_action": (jnp.arange(100) + 1) % 4,
+        "terminated": (jnp.arange(100) % 5 == 0).astype(jnp.float32),
+    }
+    ssm, kernel, _ = lktd_kernel(config, 100)
+    theta = 0.3 * jax.random.normal(jax.random.key(0), (ssm.p,))
+    q = np.asarray(ssm.deterministic(theta, batch, "q"))
+    q_next = np.asarray(ssm.deterministic(theta, {**batch, "obs": batch["next_obs"]}, "q"))
+    rows = np.arange(100)
+    not_done = 1.0 - np.asarray(batch["terminated"])
+    for gamma in (0.5, 0.9):
+        loc = ssm.measure(theta, with_discount(batch, gamma)).loc
+        want = q[rows, batch["action"]] - gamma * not_done * q_next[rows, batch["next_action"]]
+        np.testing.assert_allclose(loc, want, rtol=1e-5, atol=1e-6)
+    key = jax.random.key(4)
+    own = {}
+    for gamma in (0.5, 0.9):
+        learner = lktd_learner(config, EscapeConfig(gamma=gamma))
+        state = learner.init(jax.random.key(1))
+        own[gamma] = np.asarray(jitted_update(learner)(key, state, batch).position[0])
+    by_itself = jax.jit(kernel.step)(key, jax.tree.map(lambda x: x[0], state), batch)[0]
+    np.testing.assert_array_equal(own[0.9], np.asarray(by_itself.position))
+    assert np.abs(own[0.5] - own[0.9]).max() > 1e-6
+
+
 def test_step_size_drops_are_piecewise_and_move_the_chain_as_that_constant_step():
     """step_size_drops: the factor of the last stage reached (times any annealing), and a stage
     under a drop moves the chain exactly as the constant step it gives."""

@@ -23,6 +23,7 @@ from lktd_ppl import cli, memory, registry, training, validation
 from lktd_ppl.config import RunError, build_spec
 from lktd_ppl.settings import field_types
 
+ROOT = Path(__file__).resolve().parents[1]
 CASES_FILE = Path(__file__).with_name("validation_cases.csv")
 CASES = list(csv.DictReader(CASES_FILE.open()))
 
@@ -86,6 +87,13 @@ def _setup(tmp: Path, setup: str) -> None:
         (tmp / "c.json").write_text("text not json")
     elif setup == "three_actions_model":
         (tmp / "three.py").write_text(THREE_ACTIONS)
+    elif setup == "own_gamma_model":  # the shipped models with their own GAMMA, not the run's
+        for src, name in (("mlp_q.py", "own_gamma.py"), ("mlp_control.py", "own_gamma_control.py")):
+            text = (ROOT / "models" / src).read_text()
+            own = 'GAMMA * (1.0 - batch["terminated"].astype(q_sa.dtype))'
+            changed = text.replace("bootstrap_discount(batch, GAMMA, q_sa.dtype)", own)
+            assert changed != text
+            (tmp / name).write_text(changed)
     elif setup == "broken_model":
         (tmp / "broken.py").write_text("x = 1 / 0\n")
     elif setup == "corrupt_samples":

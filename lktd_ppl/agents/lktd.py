@@ -79,6 +79,10 @@ class LKTDAgentConfig(struct.PyTreeNode):
 
 
 TARGET_KEY = "next_q_target"  # (n, A): the target network's Q-values at the next states
+# (n,): gamma (1 - terminated), the protocol's discount of each transition's bootstrap term; the
+# shipped models read it (a model without it discounts by its own constant, checked against the
+# protocol's gamma by lktd_ppl.validation)
+DISCOUNT_KEY = "discount"
 
 
 class TargetState(NamedTuple):
@@ -95,6 +99,13 @@ def chain_states(state: Any) -> Any:
 
 def _rows(example: dict, k: int) -> dict:
     return {key: jnp.broadcast_to(v, (k, *v.shape)) for key, v in example.items()}
+
+
+def with_discount(batch: dict, gamma: float) -> dict:
+    """``batch`` with ``batch[DISCOUNT_KEY]`` = gamma (1 - terminated): 0 where the episode
+    terminated, the protocol's ``gamma`` elsewhere (truncation bootstraps)."""
+    not_done = 1.0 - batch["terminated"].astype(jnp.float32)
+    return {**batch, DISCOUNT_KEY: gamma * not_done}
 
 
 def q_batch(obs: jax.Array, num_actions: int = 4) -> dict:
@@ -132,7 +143,7 @@ def lktd_kernel(
         raise ValueError(f"LKTDAgentConfig.sampler.{error}")
     model = load_model(config.model)
     example = example_transition(obs_dim, num_actions)
-    batch = {**_rows(example, batch_size), STAGE_KEY: jnp.int32(0)}
+    batch = with_discount({**_rows(example, batch_size), STAGE_KEY: jnp.int32(0)}, 1.0)
     if config.target_every:
         batch[TARGET_KEY] = jnp.zeros((batch_size, num_actions), jnp.float32)
     ssm = from_numpyro(model, batch)
@@ -185,6 +196,7 @@ def lktd_learner(
     obs_dim, env_actions = protocol_dims(escape)
     num_actions = env_actions if num_actions is None else num_actions
     ssm, kernel, sampler = lktd_kernel(config, escape.batch_size, num_actions, obs_dim)
+    gamma = float(escape.gamma)  # the protocol's discount, handed to the model in every minibatch
     m = config.num_chains
     if config.chain_batching not in ("auto", "map", "vmap"):
         raise ValueError(
@@ -217,6 +229,7 @@ def lktd_learner(
         return KERNELS[config.method](ssm, sampler.replace(step_size=eps0))
 
     def update(key, state, batch):
+        batch = with_discount(batch, gamma)
         if not config.target_every:
             return update_chains(key, state, batch)
         # each chain's minibatch carries its own target copy's Q at s'; the copies are refreshed
