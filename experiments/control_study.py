@@ -56,7 +56,7 @@ METHODS = ("lktd", "lktd_variant", "dqn", "qrdqn", "lmcdqn", "bootdqn", "sgld", 
 LKTD_STEP = {
     "CartPole-v1": 1e-4,
     "Acrobot-v1": 1.25e-5,
-    "MountainCar-v0": 2e-4,
+    "MountainCar-v0": 8e-4,
     "LunarLander-v3": 1.25e-5,
 }
 # Adam LMCDQN's bias factor and inverse temperature per environment (the sweep's best final IQM;
@@ -162,7 +162,7 @@ SWEEP_LKTD_STEPS = (2.5e-5, 5e-5, 1e-4, 2e-4)
 # where the best value sat at an end of the grid, the grid goes on that way (on LunarLander
 # every seed diverged at every value of the grid: it goes on downwards)
 SWEEP_LKTD_MORE = {
-    "MountainCar-v0": (4e-4, 8e-4),
+    "MountainCar-v0": (4e-4, 8e-4, 1.6e-3),
     "Acrobot-v1": (1.25e-5, 6.25e-6),
     "LunarLander-v3": (1.25e-5, 6.25e-6, 3.125e-6),
 }
