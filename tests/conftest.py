@@ -22,21 +22,26 @@ import jax  # noqa: E402  (after JAX_PLATFORMS is set)
 jax.config.update("jax_compilation_cache_dir", str(JAX_CACHE))
 
 # A test module may define ``start_background_runs(tmp_path_factory)``: its tests that use the
-# ``background_runs`` fixture get what it returned.  It is called before the first test of the
-# session, so subprocess runs it starts go on beside the other tests, and the module's tests are
-# ordered last, to wait on them as late as possible.
+# ``background_runs`` fixture get what it returned.  In a single process it is called before the
+# first test of the session, so subprocess runs it starts go on beside the other tests, and the
+# module's tests are ordered last, to wait on them as late as possible.  Under pytest-xdist
+# (``-n``, the default in pyproject.toml) a worker does not know in advance which files it will be
+# given, so it calls it when the module's first test needs it, and such modules are handed out
+# first, so their runs overlap the other worker's files.
 BACKGROUND = "background_runs"
+IN_WORKER = "PYTEST_XDIST_WORKER" in os.environ
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     late = {item.path for item in items if BACKGROUND in getattr(item, "fixturenames", ())}
-    items[:] = sorted(items, key=lambda item: item.path in late)  # stable: order kept otherwise
+    # a stable sort: the order is kept otherwise
+    items[:] = sorted(items, key=lambda item: (item.path in late) != IN_WORKER)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _background_starts(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[dict]:
     started = {}
-    for item in request.session.items:
+    for item in [] if IN_WORKER else request.session.items:
         module = getattr(item, "module", None)
         if BACKGROUND in getattr(item, "fixturenames", ()) and module not in started:
             started[module] = module.start_background_runs(tmp_path_factory)
@@ -44,9 +49,13 @@ def _background_starts(request: pytest.FixtureRequest, tmp_path_factory) -> Iter
 
 
 @pytest.fixture(scope="module")
-def background_runs(request: pytest.FixtureRequest, _background_starts: dict):
-    """What this module's ``start_background_runs`` returned at the start of the session."""
-    return _background_starts[request.module]
+def background_runs(request: pytest.FixtureRequest, _background_starts: dict, tmp_path_factory):
+    """What this module's ``start_background_runs`` returned (called at the start of the session,
+    or, in an xdist worker, now)."""
+    module = request.module
+    if module not in _background_starts:
+        _background_starts[module] = module.start_background_runs(tmp_path_factory)
+    return _background_starts[module]
 
 
 def rel_frobenius(a, b) -> float:

@@ -57,11 +57,9 @@ def random_bar() -> float:
     return float(returns.mean() + 3 * returns.std())
 
 
-LEARN = {
-    # the control defaults (lktd_ppl.presets.CONTROL_DEFAULTS) with fewer evaluations
-    "dqn": [],
-    "lktd": [],
-}
+# steps per method (within the issue's 30 000) at the control defaults
+# (lktd_ppl.presets.CONTROL_DEFAULTS), three evaluations each; LKTD's is learnt by 15 000
+LEARN = {"dqn": 30_000, "lktd": 15_000}
 
 
 # the other methods at their control defaults (KOVA left out: its EKF steps at 64-64 take about
@@ -75,12 +73,13 @@ LEARN_SLOW = ["qrdqn", "bootdqn", "sgld", "sghmc"]
 def test_cartpole_learns(algo, random_bar):
     """Within 30 000 steps, 4 vmapped seeds: mean final greedy return >= 100, every seed above
     the random policy's mean + 3 sd."""
+    steps = LEARN.get(algo, 30_000)
     spec = build_spec(
         algo=algo,
         env=ENV,
-        steps=30_000,
+        steps=steps,
         seeds=4,
-        sets=["control.eval_every=10000", *LEARN.get(algo, [])],
+        sets=[f"control.eval_every={steps // 3}"],
     )
     results = run(spec)
     final = results["eval_return"][:, -1]
