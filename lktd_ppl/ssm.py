@@ -353,10 +353,15 @@ def _read_sites(tr: dict) -> tuple[tuple[Site, ...], str, tuple[str, ...]]:
     return tuple(latents), observed[0], tuple(factors)
 
 
-def _depends_on_inputs(jaxpr: Any) -> list[bool]:
-    """For each output of ``jaxpr``: whether it is computed from any of its inputs.  Conservative
-    (an equation's outputs all count as dependent when any of its inputs is), so that inner
-    jaxprs (jit, scan, cond) need no look inside."""
+def outputs_computed_from(f: Callable, *example: Any) -> list[bool] | None:
+    """For each output leaf of ``f(*example)``: whether it is computed from the arguments, read off
+    the jaxpr (traced abstractly: nothing runs or compiles); None if ``f`` cannot be traced.
+    Conservative: an equation's outputs all count as computed from the arguments when any of its
+    inputs is, so that inner jaxprs (jit, scan, cond) need no look inside."""
+    try:
+        jaxpr = jax.make_jaxpr(f)(*example).jaxpr
+    except Exception:  # a model that cannot take traced inputs fails later, with its own error
+        return None
     dependent = set(jaxpr.invars)
 
     def hit(v: Any) -> bool:
@@ -384,11 +389,8 @@ def _check_data_free_factors(
         tr = handlers.trace(seeded).get_trace({**data, **rest})
         return [jnp.asarray(tr[name]["fn"].log_factor) for name in factors]
 
-    try:
-        closed = jax.make_jaxpr(log_factors)(data)
-    except Exception:  # a model that cannot take traced data fails later, with its own error
-        return
-    for name, dependent in zip(factors, _depends_on_inputs(closed.jaxpr), strict=True):
+    computed = outputs_computed_from(log_factors, data)
+    for name, dependent in zip(factors, computed or [False] * len(factors), strict=True):
         if dependent:
             raise ModelError(
                 f"the numpyro.factor site {name!r} depends on the data: the samplers add "

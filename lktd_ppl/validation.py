@@ -489,7 +489,7 @@ def _reads_discount(fn: Any, example: Callable[[], dict], rows: int) -> bool:
     import jax.numpy as jnp
     from numpyro import handlers
 
-    from lktd_ppl.ssm import _depends_on_inputs
+    from lktd_ppl.ssm import outputs_computed_from
 
     def observed_log_density(discount: Any) -> Any:
         batch = {**example(), "discount": discount}
@@ -497,11 +497,10 @@ def _reads_discount(fn: Any, example: Callable[[], dict], rows: int) -> bool:
         sites = [s for s in tr.values() if s["type"] == "sample" and s["is_observed"]]
         return sum(jnp.sum(s["fn"].log_prob(s["value"])) for s in sites)
 
-    try:
-        closed = jax.make_jaxpr(observed_log_density)(jax.ShapeDtypeStruct((rows,), jnp.float32))
-    except Exception:  # a model that cannot take the key fails later, with its own error
-        return False
-    return _depends_on_inputs(closed.jaxpr)[0]
+    computed = outputs_computed_from(
+        observed_log_density, jax.ShapeDtypeStruct((rows,), jnp.float32)
+    )
+    return bool(computed and computed[0])
 
 
 def model_problems(
