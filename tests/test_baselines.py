@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import rlax
 
 from lktd_ppl.agents import kova as kova_mod
 from lktd_ppl.agents import probes
@@ -23,7 +24,13 @@ from lktd_ppl.agents.kova import (
     kova_update,
     make_kova_learner,
 )
-from lktd_ppl.agents.qrdqn import QRDQNConfig, make_qrdqn_learner, quantile_fn
+from lktd_ppl.agents.qrdqn import (
+    QRDQNConfig,
+    make_qrdqn_learner,
+    quantile_fn,
+    quantile_loss_grad,
+    quantile_midpoints,
+)
 
 PROBE = {"obs_dim": probes.NUM_STATES, "num_actions": probes.NUM_ACTIONS, "gamma": probes.GAMMA}
 TOL = 0.1
@@ -121,6 +128,29 @@ def test_qrdqn_recovers_bernoulli_quantiles():
     tau = (2 * np.arange(10) + 1) / 20
     expected = (tau > 1 - probes.BERNOULLI_P).astype(float)
     assert np.abs(z - expected).max() < TOL, np.round(z, 3)
+
+
+@pytest.mark.parametrize("kappa", [1.0, 0.3, 0.0])
+@pytest.mark.parametrize("scale", [1.0, 200.0])
+def test_quantile_loss_grad_is_the_rlax_losss_gradient(kappa, scale):
+    """The closed-form gradient (sorted targets, prefix sums) against autodiff of the pairwise
+    loss, with ties between and within sources and targets, and returns of LunarLander's size."""
+    k1, k2 = jax.random.split(jax.random.key(0))
+    source = scale * jax.random.normal(k1, (16, 7))
+    target = scale * jax.random.normal(k2, (16, 9))
+    target = target.at[:, 4].set(target[:, 2]).at[:, :3].set(source[:, :3])  # ties
+    tau = quantile_midpoints(7)
+
+    def loss(src):
+        per = jax.vmap(lambda s, t: rlax.quantile_regression_loss(s, tau, t, huber_param=kappa))(
+            src, target
+        )
+        return jnp.mean(per)
+
+    want = jax.grad(loss)(source)
+    got = quantile_loss_grad(source, target, tau, kappa)
+    assert float(jnp.abs(want).max()) > 1e-3  # not a zero gradient
+    np.testing.assert_allclose(got, want, atol=2e-6 * max(1.0, kappa))
 
 
 def test_qrdqn_kappa_one_learns_expectiles():

@@ -8,6 +8,11 @@ code's ``use_ddqn`` path; else of the target network).  Loss: ``rlax.quantile_re
 the batch, as the official code's ``quantile_huber_loss(..., sum_over_quantiles=True)``.  Adam 1e-2,
 global grad-norm clip 1.0, target synced every 10 updates.
 
+The update pulls :func:`quantile_loss_grad`, that loss's gradient in closed form, back through the
+network: it sorts each sample's target quantiles and reads the four Huber regions off prefix sums,
+O(N log N) per sample where autodiff of the pairwise loss costs O(N^2) (200 quantiles: about 50
+times faster here).  It equals ``jax.grad`` of the rlax loss up to float rounding (tested).
+
 Note: with kappa = 1 and TD errors inside [-1, 1] the Huber loss is in its quadratic branch, where
 the asymmetric loss has expectiles, not quantiles, as minimisers: in the escape room (reward noise
 sd 0.1) the "quantiles" learned are expectile-like.  ``kappa = 0`` gives the pure quantile loss.
@@ -23,7 +28,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import rlax
 from flax import struct
 
 from lktd_ppl.agents.dqn import MLP, adam, gamma_checked, legal_greedy, optimiser_step
@@ -58,6 +62,40 @@ class QRDQNState(NamedTuple):
 
 def quantile_midpoints(n: int) -> jax.Array:
     return (2.0 * jnp.arange(n, dtype=jnp.float32) + 1.0) / (2.0 * n)
+
+
+def quantile_loss_grad(
+    source: jax.Array, target: jax.Array, tau: jax.Array, kappa: float | jax.Array
+) -> jax.Array:
+    """d/d source of the batch mean of ``rlax.quantile_regression_loss(source[b], tau, target[b],
+        huber_param=kappa)``; ``source`` (n, N), ``target`` (n, M), ``tau`` (N,).
+
+        With u_ij = target_j - source_i, weight w_ij = tau_i (u_ij >= 0) or 1 - tau_i (u_ij < 0) and
+        psi the Huber derivative clip(u, -kappa, kappa) (at kappa = 0: sign(u), +1 at u = 0 as autodiff
+    of ``abs`` gives), the gradient is
+        -sum_j w_ij psi(u_ij) / (n M).  The targets sorted, the sum over j splits at source_i - kappa,
+        source_i and source_i + kappa: psi is -kappa, u, u, +kappa there, so counts and prefix sums of
+        the sorted targets give it (targets centred per sample first, for float32's sake)."""
+    n, m = target.shape
+    centre = jnp.mean(target, axis=-1, keepdims=True)
+    sorted_t = jnp.sort(target - centre, axis=-1)
+    z = source - centre
+    prefix = jnp.concatenate([jnp.zeros((n, 1), target.dtype), jnp.cumsum(sorted_t, -1)], -1)
+
+    def below(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """How many targets lie below each x, and their sum."""
+        count = jax.vmap(jnp.searchsorted)(sorted_t, x)
+        return count.astype(z.dtype), jnp.take_along_axis(prefix, count, axis=-1)
+
+    k_lo, s_lo = below(z - kappa)
+    k_mid, s_mid = below(z)
+    k_hi, s_hi = below(z + kappa)
+    t = tau[None, :]
+    huber = (1 - t) * (-kappa * k_lo + (s_mid - s_lo) - (k_mid - k_lo) * z) + t * (
+        (s_hi - s_mid) - (k_hi - k_mid) * z + kappa * (m - k_hi)
+    )
+    absolute = -(1 - t) * k_mid + t * (m - k_mid)
+    return -jnp.where(kappa > 0, huber, absolute) / (n * m)
 
 
 def quantile_fn(config: QRDQNConfig) -> Callable[[Any, jax.Array], jax.Array]:
@@ -98,17 +136,12 @@ def make_qrdqn_learner(config: QRDQNConfig | None = None) -> Learner:
         target = jax.lax.stop_gradient(target)
         action = batch["action"].astype(jnp.int32)
 
-        def loss_fn(params):
+        def taken_quantiles(params):
             z = quantiles(params, batch["obs"])
-            z_a = jnp.take_along_axis(z, action[:, None, None], axis=1)[:, 0]  # (n, N)
-            per_sample = jax.vmap(
-                lambda src, tgt: rlax.quantile_regression_loss(
-                    src, tau, tgt, huber_param=config.kappa
-                )
-            )(z_a, target)
-            return jnp.mean(per_sample)
+            return jnp.take_along_axis(z, action[:, None, None], axis=1)[:, 0]  # (n, N)
 
-        grads = jax.grad(loss_fn)(state.params)
+        z_a, pullback = jax.vjp(taken_quantiles, state.params)
+        (grads,) = pullback(quantile_loss_grad(z_a, target, tau, config.kappa))
         return QRDQNState(*optimiser_step(opt, grads, state, config.target_every))
 
     return Learner(members=1, init=init, q_values=q_values, q_grid=q_grid, update=update)
