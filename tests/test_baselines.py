@@ -11,7 +11,7 @@ import pytest
 import rlax
 
 from lktd_ppl.agents import kova as kova_mod
-from lktd_ppl.agents import probes
+from lktd_ppl.agents import probes, qrdqn
 from lktd_ppl.agents.bootdqn import BootDQNConfig, make_bootdqn_learner
 from lktd_ppl.agents.dqn import DQNConfig, make_dqn_learner
 from lktd_ppl.agents.harness import EscapeConfig, make_train
@@ -151,6 +151,36 @@ def test_quantile_loss_grad_is_the_rlax_losss_gradient(kappa, scale):
     got = quantile_loss_grad(source, target, tau, kappa)
     assert float(jnp.abs(want).max()) > 1e-3  # not a zero gradient
     np.testing.assert_allclose(got, want, atol=2e-6 * max(1.0, kappa))
+
+
+def _random_escape_batch(key: jax.Array, n: int) -> dict:
+    """n escape-room transitions at random points, random actions and rewards, every move legal."""
+    k = jax.random.split(key, 4)
+    return {
+        "obs": jax.random.uniform(k[0], (n, 2)),
+        "next_obs": jax.random.uniform(k[1], (n, 2)),
+        "action": jax.random.randint(k[2], (n,), 0, 4),
+        "next_action": jnp.zeros(n, jnp.int32),
+        "reward": 5.0 * jax.random.normal(k[3], (n,)),
+        "terminated": jnp.zeros(n),
+        "next_mask": jnp.ones((n, 4), jnp.int8),
+    }
+
+
+def test_qrdqn_update_with_the_closed_form_is_the_autodiff_update(monkeypatch):
+    """Above ``CLOSED_FORM_ABOVE`` quantiles the update pulls the closed-form gradient back through
+    the network: one update lands where the autodiff update lands."""
+    cfg = QRDQNConfig(hidden=(8,), num_quantiles=qrdqn.CLOSED_FORM_ABOVE + 2, target_every=1)
+    batch = _random_escape_batch(jax.random.key(5), 32)
+    state = make_qrdqn_learner(cfg).init(jax.random.key(0))
+    closed = jax.jit(make_qrdqn_learner(cfg).update)(jax.random.key(1), state, batch)
+    monkeypatch.setattr(qrdqn, "CLOSED_FORM_ABOVE", 10_000)
+    autodiff = jax.jit(make_qrdqn_learner(cfg).update)(jax.random.key(1), state, batch)
+    moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), closed.params, state.params)
+    assert max(jax.tree.leaves(moved)) > 1e-3
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), closed.params, autodiff.params
+    )
 
 
 def test_qrdqn_kappa_one_learns_expectiles():

@@ -8,10 +8,13 @@ code's ``use_ddqn`` path; else of the target network).  Loss: ``rlax.quantile_re
 the batch, as the official code's ``quantile_huber_loss(..., sum_over_quantiles=True)``.  Adam 1e-2,
 global grad-norm clip 1.0, target synced every 10 updates.
 
-The update pulls :func:`quantile_loss_grad`, that loss's gradient in closed form, back through the
-network: it sorts each sample's target quantiles and reads the four Huber regions off prefix sums,
-O(N log N) per sample where autodiff of the pairwise loss costs O(N^2) (200 quantiles: about 50
-times faster here).  It equals ``jax.grad`` of the rlax loss up to float rounding (tested).
+Above ``CLOSED_FORM_ABOVE`` quantiles the update pulls :func:`quantile_loss_grad`, that loss's
+gradient in closed form, back through the network instead: it sorts each sample's target quantiles
+and reads the four Huber regions off prefix sums, O(N log N) per sample, where autodiff of the
+pairwise loss builds (n, N, N) arrays that outgrow the CPU's caches (LunarLander's 200 quantiles:
+20 MB a batch).  Below it, the sort costs more than the pairs
+(``experiments/archive/results/qrdqn_gradient_speed.md``).  Both give the same gradient up to float
+rounding (tested).
 
 Note: with kappa = 1 and TD errors inside [-1, 1] the Huber loss is in its quadratic branch, where
 the asymmetric loss has expectiles, not quantiles, as minimisers: in the escape room (reward noise
@@ -28,6 +31,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import rlax
 from flax import struct
 
 from lktd_ppl.agents.dqn import MLP, adam, gamma_checked, legal_greedy, optimiser_step
@@ -60,22 +64,34 @@ class QRDQNState(NamedTuple):
     count: jax.Array  # updates done
 
 
+CLOSED_FORM_ABOVE = 128  # quantiles; where the closed-form gradient overtakes autodiff on this CPU
+
+
 def quantile_midpoints(n: int) -> jax.Array:
     return (2.0 * jnp.arange(n, dtype=jnp.float32) + 1.0) / (2.0 * n)
+
+
+def quantile_loss(
+    source: jax.Array, target: jax.Array, tau: jax.Array, kappa: float | jax.Array
+) -> jax.Array:
+    """The batch mean of ``rlax.quantile_regression_loss(source[b], tau, target[b], kappa)``."""
+    per_sample = jax.vmap(
+        lambda src, tgt: rlax.quantile_regression_loss(src, tau, tgt, huber_param=kappa)
+    )
+    return jnp.mean(per_sample(source, target))
 
 
 def quantile_loss_grad(
     source: jax.Array, target: jax.Array, tau: jax.Array, kappa: float | jax.Array
 ) -> jax.Array:
-    """d/d source of the batch mean of ``rlax.quantile_regression_loss(source[b], tau, target[b],
-        huber_param=kappa)``; ``source`` (n, N), ``target`` (n, M), ``tau`` (N,).
+    """d/d source of :func:`quantile_loss`; ``source`` (n, N), ``target`` (n, M), ``tau`` (N,).
 
-        With u_ij = target_j - source_i, weight w_ij = tau_i (u_ij >= 0) or 1 - tau_i (u_ij < 0) and
-        psi the Huber derivative clip(u, -kappa, kappa) (at kappa = 0: sign(u), +1 at u = 0 as autodiff
-    of ``abs`` gives), the gradient is
-        -sum_j w_ij psi(u_ij) / (n M).  The targets sorted, the sum over j splits at source_i - kappa,
-        source_i and source_i + kappa: psi is -kappa, u, u, +kappa there, so counts and prefix sums of
-        the sorted targets give it (targets centred per sample first, for float32's sake)."""
+    With u_ij = target_j - source_i, weight w_ij = tau_i (u_ij >= 0) or 1 - tau_i (u_ij < 0) and
+    psi the Huber derivative clip(u, -kappa, kappa) (at kappa = 0: sign(u), +1 at u = 0 as autodiff
+    of ``abs`` gives), the gradient is -sum_j w_ij psi(u_ij) / (n M).  The targets sorted, the sum
+    over j splits at source_i - kappa, source_i and source_i + kappa: psi is -kappa, u, u, +kappa
+    there, so counts and prefix sums of the sorted targets give it (targets centred per sample
+    first, for float32's sake)."""
     n, m = target.shape
     centre = jnp.mean(target, axis=-1, keepdims=True)
     sorted_t = jnp.sort(target - centre, axis=-1)
@@ -140,8 +156,13 @@ def make_qrdqn_learner(config: QRDQNConfig | None = None) -> Learner:
             z = quantiles(params, batch["obs"])
             return jnp.take_along_axis(z, action[:, None, None], axis=1)[:, 0]  # (n, N)
 
-        z_a, pullback = jax.vjp(taken_quantiles, state.params)
-        (grads,) = pullback(quantile_loss_grad(z_a, target, tau, config.kappa))
+        if config.num_quantiles > CLOSED_FORM_ABOVE:
+            z_a, pullback = jax.vjp(taken_quantiles, state.params)
+            (grads,) = pullback(quantile_loss_grad(z_a, target, tau, config.kappa))
+        else:
+            grads = jax.grad(
+                lambda p: quantile_loss(taken_quantiles(p), target, tau, config.kappa)
+            )(state.params)
         return QRDQNState(*optimiser_step(opt, grads, state, config.target_every))
 
     return Learner(members=1, init=init, q_values=q_values, q_grid=q_grid, update=update)
