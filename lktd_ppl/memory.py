@@ -102,7 +102,7 @@ def output_bytes(spec: Any, num_actions: int) -> int:
 
 def estimate(spec: Any, p: int | None = None) -> Estimate:
     """The memory ``spec`` (a :class:`~lktd_ppl.config.RunSpec`) needs; ``p``: the LKTD family's
-    parameter count (from :func:`lktd_ppl.validation.model_facts`)."""
+    parameter count (from :func:`lktd_ppl.model_facts.model_facts`)."""
     from lktd_ppl.validation import dims
 
     obs_dim, num_actions = dims(spec)
