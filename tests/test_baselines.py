@@ -153,6 +153,14 @@ def test_quantile_loss_grad_is_the_rlax_losss_gradient(kappa, scale):
     np.testing.assert_allclose(got, want, atol=2e-6 * max(1.0, kappa))
 
 
+def test_sort_floats_sorts_as_numpy_does():
+    """Integer keys order floats as floats: signs, zeros, infinities, subnormals and ties."""
+    x = 100.0 * jax.random.normal(jax.random.key(1), (16, 37))
+    x = x.at[:, :4].set(jnp.array([-0.0, 0.0, jnp.inf, -jnp.inf])).at[:, 5].set(x[:, 6])
+    x = x.at[:, 7:9].set(jnp.array([1e-40, -1e-40]))
+    np.testing.assert_array_equal(qrdqn.sort_floats(x), np.sort(np.asarray(x), axis=-1))
+
+
 def _random_escape_batch(key: jax.Array, n: int) -> dict:
     """n escape-room transitions at random points, random actions and rewards, every move legal."""
     k = jax.random.split(key, 4)
