@@ -173,6 +173,7 @@ SWEEP_LKTD_MORE = {
 _TARGET = {"target_every": 63}
 _QLEARNING = {"model": "mlp_control:qlearning_gaussian", **_TARGET}
 _EVERY1 = {"control": {"train_every": 1}, "target_every": 250}  # the target every 250 steps
+_EVERY1_BUFFER50K = {**_EVERY1, "control": {"train_every": 1, "buffer_size": 50_000}}
 SWEEP_LKTD_VARIANTS: dict[str, dict[str, dict]] = {
     "MountainCar-v0": {
         "lktd_qlearning_target_eps0.0002": {**_QLEARNING, "sampler.step_size": 2e-4},
@@ -211,6 +212,15 @@ SWEEP_LKTD_VARIANTS: dict[str, dict[str, dict]] = {
         "lktd_every1_qlearning_target250_eps2.5e-05": {
             **_QLEARNING,
             **_EVERY1,
+            "sampler.step_size": 2.5e-5,
+        },
+        # the best variant with the DQN rows' replay buffer (50 000 transitions, not 10 000)
+        "lktd_every1_target250_buffer50k_eps1.25e-05": {
+            **_EVERY1_BUFFER50K,
+            "sampler.step_size": 1.25e-5,
+        },
+        "lktd_every1_target250_buffer50k_eps2.5e-05": {
+            **_EVERY1_BUFFER50K,
             "sampler.step_size": 2.5e-5,
         },
     },
