@@ -58,3 +58,24 @@ class Replay:
         u = uniform(key, (self.batch_size,))
         idx = jnp.minimum((u * size).astype(jnp.int32), jnp.maximum(size - 1, 0))
         return jax.tree.map(lambda a: a[0, idx], state.experience)
+
+
+def add_lockstep(buffers: Any, items: dict) -> Any:
+    """Append one transition per seed (``items`` leaves (seeds, ...)) to the seeds' replay buffers
+    (flashbax item buffers vmapped over seeds: leaves (seeds, 1, capacity, ...)), as
+    ``Replay.add`` does per seed.  The seeds add in lockstep, so they share the write index: one
+    slice update per field, done in place on the donated buffers, where the vmapped ``add`` is a
+    scatter that copies every buffer at every step."""
+    capacity = jax.tree.leaves(buffers.experience)[0].shape[2]
+    index = buffers.current_index[0]
+
+    def put(buf: jax.Array, x: jax.Array) -> jax.Array:
+        start = (0, 0, index) + (0,) * (buf.ndim - 3)
+        return jax.lax.dynamic_update_slice(buf, x[:, None, None].astype(buf.dtype), start)
+
+    after = buffers.current_index + 1
+    return buffers.replace(
+        experience=jax.tree.map(put, buffers.experience, items),
+        current_index=after % capacity,
+        is_full=buffers.is_full | (after >= capacity),
+    )

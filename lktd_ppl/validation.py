@@ -207,7 +207,7 @@ _NETWORK = {
 }
 
 RANGES: dict[tuple[str, str], Rule] = {
-    # the protocol every task shares (agents/harness.py ReplayProtocol)
+    # the protocol every task shares (agents/protocol.py ReplayProtocol)
     **{
         ("ReplayProtocol", k): r
         for k, r in {

@@ -41,7 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from lktd_ppl import divergence, scale, validation
-from lktd_ppl.agents.harness import Learner, ReplayProtocol, epsilon_at, epsilon_greedy
+from lktd_ppl.agents.harness import Learner, epsilon_at, epsilon_greedy
+from lktd_ppl.agents.protocol import ReplayProtocol
 from lktd_ppl.envs.gymnax_env import ControlEnv, make_env
 from lktd_ppl.replay import Replay, example_transition
 from lktd_ppl.rng import fast_key, uniform

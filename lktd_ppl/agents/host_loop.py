@@ -18,10 +18,11 @@ What runs where:
   evaluation episodes run on separate environments, each episode reset with its own seed (from
   the run's key, the evaluation's index and the episode's);
 - one jitted call per step, vmapped over seeds, stores the pending transitions (in place: the
-  seeds write at a shared index, :func:`add_lockstep`) and picks the actions; the environments
-  step on the host, one after the other (a Gymnasium vector environment would run the same loop
-  for the few seeds of a run); a training stage and the greedy evaluation are jitted calls of
-  their own.  Each jitted function is traced once per run (``train.traces`` counts the traces);
+  seeds write at a shared index, :func:`~lktd_ppl.replay.add_lockstep`) and picks the actions;
+  the environments step on the host, one after the other (a Gymnasium vector environment would
+  run the same loop for the few seeds of a run); a training stage and the greedy evaluation are
+  jitted calls of their own.  Each jitted function is traced once per run (``train.traces``
+  counts the traces);
 - autoreset is done here, in the same step: when an episode ends, the transition's ``next_obs``
   is the step's own observation (the episode's last), the environment is reset and the next
   action is taken at the new episode's first observation, so no stored transition spans an
@@ -48,7 +49,7 @@ from lktd_ppl import divergence
 from lktd_ppl.agents.control import ControlConfig, progress_bar, report_progress
 from lktd_ppl.agents.harness import Learner, epsilon_at, epsilon_greedy
 from lktd_ppl.envs.gymnasium_env import GymnasiumTask, describe, make_env
-from lktd_ppl.replay import Replay, example_transition
+from lktd_ppl.replay import Replay, add_lockstep, example_transition
 from lktd_ppl.rng import fast_key, uniform
 
 NUM_UNIFORMS = 5  # per env step: explore?, which action, the same two for a' at s', member
@@ -485,27 +486,6 @@ def make_host_train(config: GymnasiumConfig, learner: Learner) -> Callable[..., 
 
     train.traces = traces  # type: ignore[attr-defined]
     return train
-
-
-def add_lockstep(buffers: Any, items: dict) -> Any:
-    """Append one transition per seed (``items`` leaves (seeds, ...)) to the seeds' replay buffers
-    (flashbax item buffers vmapped over seeds: leaves (seeds, 1, capacity, ...)), as
-    ``Replay.add`` does per seed.  The seeds add in lockstep, so they share the write index: one
-    slice update per field, done in place on the donated buffers, where the vmapped ``add`` is a
-    scatter that copies every buffer at every step."""
-    capacity = jax.tree.leaves(buffers.experience)[0].shape[2]
-    index = buffers.current_index[0]
-
-    def put(buf: jax.Array, x: jax.Array) -> jax.Array:
-        start = (0, 0, index) + (0,) * (buf.ndim - 3)
-        return jax.lax.dynamic_update_slice(buf, x[:, None, None].astype(buf.dtype), start)
-
-    after = buffers.current_index + 1
-    return buffers.replace(
-        experience=jax.tree.map(put, buffers.experience, items),
-        current_index=after % capacity,
-        is_full=buffers.is_full | (after >= capacity),
-    )
 
 
 def episode_table(rows: list[tuple]) -> dict[str, np.ndarray]:
