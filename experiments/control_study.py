@@ -38,6 +38,7 @@ from pathlib import Path
 from lktd_ppl.presets import CONTROL_STUDY_ENVS, ZOO_DQN, ZOO_NETWORK, ZOO_QUANTILES
 from lktd_ppl.study.control import (
     ControlRow,
+    batch_path,
     load_row,
     pending,
     plot_curves,
@@ -301,12 +302,37 @@ def timing(rows: list[ControlRow], fraction: float, out: Path) -> None:
         writer.writerows(records)
 
 
+def parse_seeds(text: str, sweep: bool) -> tuple[list[int], list[int]]:
+    """``--seeds``: (the seeds to run, the seeds the tables cover).  ``N``: the first N evaluation
+    seeds (sweeps: from ``SWEEP_FIRST_SEED``), the tables over the same; ``A-B``: seeds A..B, the
+    tables over those and the first 10 (the evaluation seeds, or the sweep's), so a process that
+    runs part of a row writes tables of the whole row."""
+    first = SWEEP_FIRST_SEED if sweep else 0
+    lo, dash, hi = text.partition("-")
+    if not dash:
+        if not lo.isdigit() or int(lo) < 1:
+            raise SystemExit(f"--seeds must be a count N >= 1 or a range A-B, got {text!r}")
+        seeds = list(range(first, first + int(lo)))
+        return seeds, seeds
+    if not (lo.isdigit() and hi.isdigit()) or int(lo) > int(hi):
+        raise SystemExit(f"--seeds must be a count N >= 1 or a range A-B with A <= B, got {text!r}")
+    seeds = list(range(int(lo), int(hi) + 1))
+    if sweep and seeds[0] < SWEEP_FIRST_SEED:
+        raise SystemExit(f"--seeds {text}: sweep seeds start at {SWEEP_FIRST_SEED}")
+    if not sweep and seeds[-1] >= SWEEP_FIRST_SEED:
+        raise SystemExit(f"--seeds {text}: seeds from {SWEEP_FIRST_SEED} on are the sweeps'")
+    return seeds, sorted(set(range(first, first + len(EVAL_SEEDS))) | set(seeds))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--envs", default=",".join(CONTROL_STUDY_ENVS), help="comma-separated ids")
     ap.add_argument("--rows", default=",".join(METHODS), help="comma-separated methods")
     ap.add_argument(
-        "--seeds", type=int, default=len(EVAL_SEEDS), help="seeds 0..N-1 (sweeps: 100..100+N-1)"
+        "--seeds",
+        default=str(len(EVAL_SEEDS)),
+        help="N: seeds 0..N-1 (sweeps: 100..100+N-1); A-B: seeds A to B only (e.g. 6-9, to share "
+        "a row's batches between processes), the tables still over every seed on disk",
     )
     ap.add_argument("--batch", type=int, default=5, help="seeds vmapped per call (default 5)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -316,13 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     envs = [e for e in args.envs.split(",") if e]
     methods = [m for m in args.rows.split(",") if m]
+    seeds, table_seeds = parse_seeds(args.seeds, args.sweep)
     if args.sweep:
         rows = [r for r in sweep_rows(envs) if r.method in methods]
-        seeds = list(range(SWEEP_FIRST_SEED, SWEEP_FIRST_SEED + args.seeds))
         args.out = args.out / "sweeps"
     else:
         rows = study_rows(envs, methods)
-        seeds = list(range(args.seeds))
     if args.time:
         timing(rows, args.time, args.out)
         return 0
@@ -339,13 +364,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 continue
             for batch in pending(row, seeds, args.batch, args.out):
+                if batch_path(args.out, row, batch).exists():  # another process ran it meanwhile
+                    continue
                 t0 = time.perf_counter()
                 print(f"{row.env}/{row.name}: seeds {batch[0]}-{batch[-1]} ...", flush=True)
                 run_batch(row, batch, args.out)
                 print(f"  done in {time.perf_counter() - t0:.0f} s", flush=True)
-    rows = table_rows(args.out, seeds, args.sweep)
-    write_tables(args.out, rows, seeds)
-    plot_curves(args.out, rows, seeds)
+    rows = table_rows(args.out, table_seeds, args.sweep)
+    write_tables(args.out, rows, table_seeds)
+    plot_curves(args.out, rows, table_seeds)
     print((args.out / "table.md").read_text())
     return 0
 

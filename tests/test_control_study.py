@@ -171,3 +171,22 @@ def test_committed_control_tables_and_readme_recompute_from_the_runs(tmp_path):
     assert len(cells) >= 3 * 20  # the four environments' tables
     for env, row, score, cell in cells:
         assert cell == cs.fmt_interval(summaries[f"{env}/{row}"][score]), (env, row, score)
+
+
+def test_seeds_option_counts_or_ranges():
+    """``--seeds N`` runs and tabulates the first N; ``A-B`` runs A..B and tabulates the row's
+    first 10 as well (a process running part of a row writes the whole row's tables)."""
+    parse = study_script().parse_seeds
+    assert parse("3", sweep=False) == ([0, 1, 2], [0, 1, 2])
+    assert parse("2", sweep=True) == ([100, 101], [100, 101])
+    assert parse("6-9", sweep=False) == ([6, 7, 8, 9], list(range(10)))
+    assert parse("11-12", sweep=False) == ([11, 12], [*range(10), 11, 12])
+    assert parse("101-102", sweep=True) == ([101, 102], list(range(100, 110)))
+    for bad, sweep, message in [
+        ("0", False, "a count N >= 1"),
+        ("9-6", False, "A <= B"),
+        ("98-101", False, "seeds from 100 on are the sweeps'"),
+        ("5-7", True, "sweep seeds start at 100"),
+    ]:
+        with pytest.raises(SystemExit, match=message):
+            parse(bad, sweep=sweep)
