@@ -172,7 +172,7 @@ def lktd_kernel(
 
 def _require_target_reader(ssm: StateSpaceModel, batch: dict, name: str) -> None:
     """A ModelError unless the model's measurement is computed from ``batch[TARGET_KEY]`` (read
-    off its jaxpr, as :mod:`lktd_ppl.validation` checks the discount)."""
+    off its jaxpr, as :mod:`lktd_ppl.model_facts` checks the discount)."""
     theta = jnp.zeros(ssm.p)
     computed = outputs_computed_from(
         lambda target: ssm.measure(theta, {**batch, TARGET_KEY: target}), batch[TARGET_KEY]
