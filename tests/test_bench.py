@@ -1,8 +1,7 @@
 """The benchmark command (``lktd experiment bench``, :mod:`lktd_ppl.study.bench`): the slope fit on
-synthetic timings of known slope, the table's files and targets from synthetic rows, and (slow:
-about 90 s of compilation with a cold cache, 100 s more for the default suite) the ``--tiny``
-table, started at the session's start beside the other tests, with every row and column present
-and every measured value finite."""
+synthetic timings of known slope, the table's files and targets from synthetic rows, and the
+``--tiny`` table, started at the session's start beside the other tests (at a lower priority),
+with every row and column present and every measured value finite."""
 
 from __future__ import annotations
 
@@ -133,7 +132,6 @@ def start_background_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pat
     return out, proc
 
 
-@pytest.mark.slow
 def test_tiny_table_has_every_row_and_column(background_runs):
     out, proc = background_runs
     proc.wait(timeout=1800)

@@ -101,24 +101,40 @@ compile_cache.enable()
 import jax
 from lktd_ppl.config import build_spec
 from lktd_ppl.training import make_train
-spec = build_spec(algo="lktd", preset="paper", config={{"agent": {{"compat": False}}}}, steps={steps})
-train = make_train(spec, devices=devices)
+
+def seconds(train, keys):
+    jax.block_until_ready(train(keys, progress=False)["episodes"])  # compile
+    t = time.perf_counter()
+    jax.block_until_ready(train(keys, progress=False)["episodes"])
+    return time.perf_counter() - t
+
+def spec(**agent):
+    config = {{"agent": {{"compat": False, **agent}}}}
+    return build_spec(algo="lktd", preset="paper", config=config, steps={steps})
+
 keys = jax.random.split(jax.random.key(0), {seeds})
-jax.block_until_ready(train(keys, progress=False)["episodes"])
-t = time.perf_counter()
-jax.block_until_ready(train(keys, progress=False)["episodes"])
-print(json.dumps({{"seconds": time.perf_counter() - t, "process": jax.process_index()}}))
+out = {{"seconds": seconds(make_train(spec(), devices=devices), keys)}}
+# one seed's chains on one device and split over this process's devices (chain_devices)
+out["chains"] = {{
+    n: seconds(make_train(spec(num_chains={chains}, chain_devices=n)), keys[:1])
+    for n in ((1, devices) if {chains} else ())
+}}
+print(json.dumps(out))
 """
 
 
-def sharded_seconds(sizes: Sizes, devices: int, processes: int) -> float:
+def sharded_run(sizes: Sizes, devices: int, processes: int, chains: int = 0) -> dict:
     """Wall seconds of the compiled second call of ``device_seeds`` escape runs sharded over
     ``devices`` forced host devices in each of ``processes`` local processes (jax.distributed
     over 127.0.0.1 when more than one; then process i pinned to core i where there are enough;
-    a single process runs unpinned)."""
+    a single process runs unpinned): ``{"seconds": s}``; with ``chains``, also one seed's
+    ``chains`` chains on one device and split over the ``devices`` (``chain_devices``), in the
+    same process, compiled: ``{"chains": {1: s, devices: s}}``."""
     import socket
 
-    code = SHARDED_RUN.format(devices=devices, steps=sizes.device_steps, seeds=sizes.device_seeds)
+    code = SHARDED_RUN.format(
+        devices=devices, steps=sizes.device_steps, seeds=sizes.device_seeds, chains=chains
+    )
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     if processes > 1:
         with socket.socket() as s:
@@ -145,52 +161,39 @@ def sharded_seconds(sizes: Sizes, devices: int, processes: int) -> float:
     if any(p.returncode for p in procs):
         err = next(e for p, (_, e) in zip(procs, outs, strict=True) if p.returncode)
         raise RuntimeError(f"sharded run failed: {err.strip().splitlines()[-1:]}")
-    return max(json.loads(o.strip().splitlines()[-1])["seconds"] for o, _ in outs)
+    results = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    chain_times = {int(k): v for k, v in results[0]["chains"].items()}
+    return {"seconds": max(r["seconds"] for r in results), "chains": chain_times}
 
 
-CHAIN_RUN = """
-from lktd_ppl import compile_cache, scale
-scale.force_host_devices(2)
-compile_cache.enable()
-import json, time
-import jax
-from lktd_ppl.config import build_spec
-from lktd_ppl.training import make_train
-out = {{}}
-for n in (1, 2):
-    agent = {{"compat": False, "num_chains": {chains}, "chain_devices": n}}
-    spec = build_spec(algo="lktd", preset="paper", config={{"agent": agent}}, steps={steps})
-    train = make_train(spec)
-    key = jax.random.key(0)[None]
-    jax.block_until_ready(train(key, progress=False)["episodes"])
-    t = time.perf_counter()
-    jax.block_until_ready(train(key, progress=False)["episodes"])
-    out[n] = time.perf_counter() - t
-print(json.dumps(out))
-"""
-
-
-def chain_split_rows(sizes: Sizes) -> list[dict]:
-    """One seed's ``chain_counts[-1]`` chains on one device and split over 2 forced host
-    devices (``chain_devices``), both in one fresh process that has the 2 devices; compiled."""
+def chain_split_rows(sizes: Sizes, seconds: dict[int, float]) -> list[dict]:
+    """Rows of one seed's ``chain_counts[-1]`` chains on one device and split over 2 forced host
+    devices (``seconds``: devices -> compiled seconds, from :func:`sharded_run`; NaN without the
+    sharded paths)."""
     m = sizes.chain_counts[-1]
-    code = CHAIN_RUN.format(chains=m, steps=sizes.chain_steps)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"chain split run failed: {out.stderr.strip().splitlines()[-1:]}")
-    t = {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+    t1, t2 = seconds.get(1, math.nan), seconds.get(2, math.nan)
     setting = f"1 seed x {sizes.chain_steps:,} steps, compiled"
+    status = PENDING if math.isnan(t2) else "measured"
     return [
-        row("devices", f"{m} chains, 1 device", setting, t[1], "s", 1.0, f"{m} chains, 1 device"),
+        row(
+            "devices",
+            f"{m} chains, 1 device",
+            setting,
+            t1,
+            "s",
+            1.0,
+            f"{m} chains, 1 device",
+            status,
+        ),
         row(
             "devices",
             f"{m} chains split over 2 forced host devices",
             setting,
-            t[2],
+            t2,
             "s",
-            t[1] / t[2],
+            t1 / t2,
             f"{m} chains, 1 device (speed-up)",
+            status,
         ),
     ]
 
@@ -209,9 +212,12 @@ def bench_devices(sizes: Sizes) -> list[dict]:
     time_call(train, keys[:1], progress=False)  # compile
     one_by_one = sum(time_call(train, keys[i : i + 1], progress=False) for i in range(k))
     seconds = {"1 device, vmapped": vmapped, "1 device, one after another": one_by_one}
+    chain_seconds: dict[int, float] = {}
     if sharding_available():
-        seconds["2 forced host devices"] = sharded_seconds(sizes, devices=2, processes=1)
-        seconds["2 processes"] = sharded_seconds(sizes, devices=1, processes=2)
+        two = sharded_run(sizes, devices=2, processes=1, chains=sizes.chain_counts[-1])
+        seconds["2 forced host devices"] = two["seconds"]
+        chain_seconds = two["chains"]
+        seconds["2 processes"] = sharded_run(sizes, devices=1, processes=2)["seconds"]
     fastest = min(vmapped, one_by_one)
     setting = f"{k} seeds x {sizes.device_steps:,} steps, compiled"
     rows = []
@@ -231,7 +237,7 @@ def bench_devices(sizes: Sizes) -> list[dict]:
                 status,
             )
         )
-    return rows + chain_split_rows(sizes)
+    return rows + chain_split_rows(sizes, chain_seconds)
 
 
 # ---- CartPole

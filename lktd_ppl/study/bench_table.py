@@ -42,6 +42,9 @@ class Sizes:
     accel_chain_steps: int = 20_000
 
 
+# the tiny mode: every row at toy sizes, with as few distinct compiled programs as the rows allow
+# (two chain and seed counts; the accelerator rows' runs are the chains' and devices' programs,
+# read back from the persistent compilation cache)
 TINY = Sizes(
     hiddens=((8, 8),),
     method_reps=4,
@@ -55,16 +58,16 @@ TINY = Sizes(
     scaling_repeats=1,
     escape_steps=2000,
     escape_repeats=1,
-    chain_counts=(1, 4, 16),
+    chain_counts=(1, 2),
     chain_steps=2000,
-    device_seeds=4,
+    device_seeds=2,
     device_steps=2000,
-    cartpole_seeds=(1, 16, 256),
+    cartpole_seeds=(1, 2),
     cartpole_act_steps=20,
     cartpole_train_steps=200,
-    accel_seeds=4,
+    accel_seeds=2,
     accel_steps=2000,
-    accel_chain_counts=(1, 4),
+    accel_chain_counts=(1, 2),
     accel_chain_steps=2000,
 )
 
