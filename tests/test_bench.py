@@ -101,7 +101,7 @@ def test_the_accelerator_group_runs_by_default_only_off_a_cpu_or_in_tiny_mode():
         "many seeds, compiled",
         "many seeds, 1M steps (extrapolated, not measured)",
         "1 chain(s)",
-        "4 chain(s)",
+        "2 chain(s)",
     ]
 
 

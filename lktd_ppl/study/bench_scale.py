@@ -108,17 +108,15 @@ def seconds(train, keys):
     jax.block_until_ready(train(keys, progress=False)["episodes"])
     return time.perf_counter() - t
 
-def spec(**agent):
+def spec(steps, **agent):
     config = {{"agent": {{"compat": False, **agent}}}}
-    return build_spec(algo="lktd", preset="paper", config=config, steps={steps})
+    return build_spec(algo="lktd", preset="paper", config=config, steps=steps)
 
 keys = jax.random.split(jax.random.key(0), {seeds})
-out = {{"seconds": seconds(make_train(spec(), devices=devices), keys)}}
-# one seed's chains on one device and split over this process's devices (chain_devices)
-out["chains"] = {{
-    n: seconds(make_train(spec(num_chains={chains}, chain_devices=n)), keys[:1])
-    for n in ((1, devices) if {chains} else ())
-}}
+out = {{"seconds": seconds(make_train(spec({steps}), devices=devices), keys)}}
+if {chains}:  # one seed's chains split over this process's devices (chain_devices)
+    split = spec({chain_steps}, num_chains={chains}, chain_devices=devices)
+    out["chains"] = seconds(make_train(split), jax.random.key(0)[None])
 print(json.dumps(out))
 """
 
@@ -128,12 +126,16 @@ def sharded_run(sizes: Sizes, devices: int, processes: int, chains: int = 0) -> 
     ``devices`` forced host devices in each of ``processes`` local processes (jax.distributed
     over 127.0.0.1 when more than one; then process i pinned to core i where there are enough;
     a single process runs unpinned): ``{"seconds": s}``; with ``chains``, also one seed's
-    ``chains`` chains on one device and split over the ``devices`` (``chain_devices``), in the
-    same process, compiled: ``{"chains": {1: s, devices: s}}``."""
+    ``chains`` chains split over the ``devices`` (``chain_devices``), in the same process,
+    compiled: ``{"chains": s}``."""
     import socket
 
     code = SHARDED_RUN.format(
-        devices=devices, steps=sizes.device_steps, seeds=sizes.device_seeds, chains=chains
+        devices=devices,
+        steps=sizes.device_steps,
+        seeds=sizes.device_seeds,
+        chains=chains,
+        chain_steps=sizes.chain_steps,
     )
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     if processes > 1:
@@ -162,36 +164,24 @@ def sharded_run(sizes: Sizes, devices: int, processes: int, chains: int = 0) -> 
         err = next(e for p, (_, e) in zip(procs, outs, strict=True) if p.returncode)
         raise RuntimeError(f"sharded run failed: {err.strip().splitlines()[-1:]}")
     results = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
-    chain_times = {int(k): v for k, v in results[0]["chains"].items()}
-    return {"seconds": max(r["seconds"] for r in results), "chains": chain_times}
+    return {"seconds": max(r["seconds"] for r in results), "chains": results[0].get("chains")}
 
 
-def chain_split_rows(sizes: Sizes, seconds: dict[int, float]) -> list[dict]:
-    """Rows of one seed's ``chain_counts[-1]`` chains on one device and split over 2 forced host
-    devices (``seconds``: devices -> compiled seconds, from :func:`sharded_run`; NaN without the
-    sharded paths)."""
+def chain_split_rows(sizes: Sizes, one: float, split: float) -> list[dict]:
+    """Rows of one seed's ``chain_counts[-1]`` chains: ``one`` device (this process, the chains
+    rows' program) and ``split`` over 2 forced host devices (compiled seconds; NaN: pending)."""
     m = sizes.chain_counts[-1]
-    t1, t2 = seconds.get(1, math.nan), seconds.get(2, math.nan)
     setting = f"1 seed x {sizes.chain_steps:,} steps, compiled"
-    status = PENDING if math.isnan(t2) else "measured"
+    status = PENDING if math.isnan(split) else "measured"
     return [
-        row(
-            "devices",
-            f"{m} chains, 1 device",
-            setting,
-            t1,
-            "s",
-            1.0,
-            f"{m} chains, 1 device",
-            status,
-        ),
+        row("devices", f"{m} chains, 1 device", setting, one, "s", 1.0, f"{m} chains, 1 device"),
         row(
             "devices",
             f"{m} chains split over 2 forced host devices",
             setting,
-            t2,
+            split,
             "s",
-            t1 / t2,
+            one / split,
             f"{m} chains, 1 device (speed-up)",
             status,
         ),
@@ -212,12 +202,15 @@ def bench_devices(sizes: Sizes) -> list[dict]:
     time_call(train, keys[:1], progress=False)  # compile
     one_by_one = sum(time_call(train, keys[i : i + 1], progress=False) for i in range(k))
     seconds = {"1 device, vmapped": vmapped, "1 device, one after another": one_by_one}
-    chain_seconds: dict[int, float] = {}
+    split = math.nan
     if sharding_available():
         two = sharded_run(sizes, devices=2, processes=1, chains=sizes.chain_counts[-1])
-        seconds["2 forced host devices"] = two["seconds"]
-        chain_seconds = two["chains"]
+        seconds["2 forced host devices"], split = two["seconds"], two["chains"]
         seconds["2 processes"] = sharded_run(sizes, devices=1, processes=2)["seconds"]
+    # one seed's chains on this process's one device (the chains rows' program)
+    chains = escape_train(sizes.chain_steps, num_chains=sizes.chain_counts[-1])
+    time_call(chains, jax.random.key(0)[None], progress=False)  # compile (or cache read)
+    one_device = time_call(chains, jax.random.key(0)[None], progress=False)
     fastest = min(vmapped, one_by_one)
     setting = f"{k} seeds x {sizes.device_steps:,} steps, compiled"
     rows = []
@@ -237,7 +230,7 @@ def bench_devices(sizes: Sizes) -> list[dict]:
                 status,
             )
         )
-    return rows + chain_split_rows(sizes, chain_seconds)
+    return rows + chain_split_rows(sizes, one_device, split)
 
 
 # ---- CartPole
