@@ -150,3 +150,31 @@ def test_tiny_table_has_every_row_and_column(background_runs):
         assert f"{name} " in md.split("Versions:")[1].splitlines()[0]
     csv_head = out.with_suffix(".csv").read_text().splitlines()[:3]
     assert csv_head[0].startswith("# command: lktd experiment bench --tiny")
+
+
+def test_readme_quotes_the_committed_bench_table():
+    """The README's benchmark numbers are the committed table's (experiments/results/bench.csv)."""
+    rows = bench.read_csv(ROOT / "experiments" / "results" / "bench.csv")
+
+    def value(section: str, name: str, key: str = "value") -> float:
+        return next(r[key] for r in rows if r["section"] == section and r["row"] == name)
+
+    readme = " ".join((ROOT / "README.md").read_text().split())  # line breaks as spaces
+    quoted = [
+        f"p >= 1e5 {value('scaling', 'lktd slope in p, p >= 1e5'):.2f} (target",
+        f"{value('scaling', 'lktd slope in p'):.2f} over all p",
+        f"KOVA's {value('scaling', 'kova slope in p'):.2f}",
+        f"2 forced host devices {value('devices', '2 forced host devices', 'ratio'):.2f}x",
+        f"2 processes {value('devices', '2 processes', 'ratio'):.2f}x",
+        f"alone {value('cartpole', 'env alone (random actions), 256 seed(s) vmapped', 'ratio'):.1f}x",
+        f"environment {value('cartpole', 'acting + env, 256 seed(s) vmapped', 'ratio'):.1f}x",
+        f"training vmapped {value('cartpole', 'lktd training, 16 seed(s) vmapped', 'ratio'):.2f}-"
+        f"{value('cartpole', 'lktd training, 256 seed(s) vmapped', 'ratio'):.2f}x",
+        f"paper run {value('escape', 'paper run, cold cache: wall'):.1f} s cold",
+        f"{value('escape', 'paper run, warm cache: wall'):.1f} s with the compilation cache",
+        f"run {value('devices', '16 chains split over 2 forced host devices', 'ratio'):.2f} times",
+        f"at {value('devices', '2 processes', 'ratio'):.2f} times the throughput",
+        f"at {value('devices', '2 forced host devices', 'ratio'):.2f} times.",
+    ]
+    for text in quoted:
+        assert text in readme, text
