@@ -181,7 +181,7 @@ def start_background_runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     pool = ThreadPoolExecutor(WORKERS)
     futures = {"tutorial": pool.submit(run_tutorial, work / "tutorial")}
     futures["lktd"] = pool.submit(lktd_chain, work)
-    for algo in ["kova", "bootdqn", "sgld", "sghmc", "qrdqn", "dqn"]:
+    for algo in ["kova", "bootdqn", "sgld", "sghmc", "dqn"]:  # the tutorial runs qrdqn
         futures[algo] = pool.submit(baseline_chain, work, algo)
     pool.shutdown(wait=False)
     return Runs(work, futures)
@@ -349,13 +349,17 @@ def test_lktd_train_with_seeds_and_chains(jobs, work):
 
 @pytest.mark.parametrize("algo", BASELINES)
 def test_train_each_algorithm(jobs, work, algo):
-    proc = ok(jobs[algo].result()["train"])
-    folder = work / algo
+    if algo == "qrdqn":  # the tutorial's run of it
+        proc = tutorial_command(jobs, r"^lktd train --algo qrdqn ")
+        folder, steps = work / "tutorial" / "runs" / "qrdqn", TUTORIAL_STEPS
+    else:
+        proc = ok(jobs[algo].result()["train"])
+        folder, steps = work / algo, 2000
     assert_table_matches(proc.stdout, folder)
     chains = 10 if algo == "bootdqn" else 1  # BootDQN: one chain per head
     assert_run_folder(folder, chains=chains)
     cfg = json.loads((folder / "config.json").read_text())
-    assert cfg["algo"] == algo and cfg["escape"]["total_steps"] == 2000
+    assert cfg["algo"] == algo and cfg["escape"]["total_steps"] == steps
     assert (folder / "model.py").is_file() == (algo in ("sgld", "sghmc"))
 
 
