@@ -301,6 +301,36 @@ def to_host(tree: Any) -> Any:
     return multihost_utils.process_allgather(jax.tree.map(plain, tree), tiled=True)
 
 
+def per_seed_arrays(results: dict) -> dict[str, Any]:
+    """What a split run must repeat of the unsplit one, seed by seed: every array of a harness's
+    ``results`` (each evaluation's metrics, the final sample ring, ...) and the final learner
+    state, as NumPy arrays named by their path."""
+    import jax
+    import numpy as np
+
+    keep = {k: v for k, v in results.items() if k not in ("state", "config", "wall_time")}
+    keep["learner"] = results["state"].learner
+    leaves = jax.tree_util.tree_flatten_with_path(keep)[0]
+    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves if np.ndim(v) > 0}
+
+
+def largest_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """The largest absolute difference between two :func:`per_seed_arrays` (0.0: equal to the
+    bit, NaN where both are NaN counting as equal); ``inf`` if their names or shapes differ."""
+    import numpy as np
+
+    if a.keys() != b.keys() or any(np.shape(a[k]) != np.shape(b[k]) for k in a):
+        return float("inf")
+    worst = 0.0
+    for k in a:
+        x, y = np.asarray(a[k], np.float64), np.asarray(b[k], np.float64)
+        same = (x == y) | (np.isnan(x) & np.isnan(y))
+        if not same.all():
+            diff = np.abs(x - y)[~same]
+            worst = max(worst, float(np.max(np.where(np.isnan(diff), np.inf, diff))))
+    return worst
+
+
 def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
     """Wait up to ``timeout_s`` for every process of the job at the coordination service
     (nothing with one process): the processes' compilations, for one, may end minutes apart."""

@@ -18,16 +18,6 @@ CONTROL = ["control.eval_every=500", "control.train_start=200", "control.buffer_
 CONTROL += ["control.batch_size=20", "control.eval_episodes=2", "control.best_eval_episodes=2"]
 
 
-def arrays(results: dict) -> dict:
-    """The per-seed arrays compared: every evaluation and the final learner's parameters."""
-    import jax
-
-    keep = {k: v for k, v in results.items() if k not in ("state", "config", "wall_time")}
-    keep["learner"] = results["state"].learner
-    leaves = jax.tree_util.tree_flatten_with_path(keep)[0]
-    return {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves if np.ndim(v) > 0}
-
-
 def main(out: str, algo: str, env: str, devices: int | None) -> None:
     if devices:
         scale.force_host_devices(devices)
@@ -44,7 +34,7 @@ def main(out: str, algo: str, env: str, devices: int | None) -> None:
     runs = [("plain", None), ("split", devices)] if devices else [("split", None)]
     for name, n in runs:
         res = training.make_train(spec, devices=n)(keys, progress=False)
-        saved.update({f"{name} {k}": v for k, v in arrays(res).items()})
+        saved.update({f"{name} {k}": v for k, v in scale.per_seed_arrays(res).items()})
     if scale.is_main_process():
         np.savez(out, **saved)
 

@@ -1,13 +1,12 @@
 """The benchmark command (``lktd experiment bench``, :mod:`lktd_ppl.study.bench`): the slope fit on
 synthetic timings of known slope, the table's files and targets from synthetic rows, the README's
-numbers against the committed table, and the ``--tiny`` table with every row and column present
-and every measured value finite: its in-process row groups in the default suite (started beside
-the other tests, at a lower priority), the whole table as a slow test."""
+numbers against the committed table, and the ``--tiny`` table (started beside the other tests, at a
+lower priority) with every row and column present, every measured value finite, and the split
+runs' per-seed results equal to the one-device run's."""
 
 from __future__ import annotations
 
 import math
-import subprocess
 import sys
 from pathlib import Path
 from subprocess import STDOUT, Popen
@@ -123,37 +122,41 @@ def test_tables_round_trip(tmp_path):
     )
 
 
-# the row groups that run in the bench's own process (no subprocess of their own): the default
-# suite checks these (about 90 CPU seconds with a cold compilation cache); the whole --tiny table
-# (about 170, its escape and devices rows start 5 fresh processes) is a slow test
-IN_PROCESS = ("methods", "scaling", "chains", "cartpole")
 BENCH = [sys.executable, "-m", "lktd_ppl.cli", "experiment", "bench", "--tiny"]
+DIFFERENCE = "max abs difference"  # the unit of the split runs' per-seed comparison rows
 
 
 def start_background_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Popen]:
-    """The ``--tiny`` table of the ``IN_PROCESS`` row groups, started (at a lower CPU priority)
-    when the module starts, so that its compilations go on beside the other test files; called
-    by ``tests/conftest.py``.  Its output goes to a file (a pipe nobody reads until the end could
-    fill and block it)."""
+    """The whole ``--tiny`` table, started (at a lower CPU priority) when the module starts, so
+    that its compilations go on beside the other test files; called by ``tests/conftest.py``.
+    Its output goes to a file (a pipe nobody reads until the end could fill and block it)."""
     out = tmp_path_factory.mktemp("bench") / "bench"
     log = out.with_suffix(".log").open("w")
-    cmd = ["nice", "-n", "10", *BENCH, "--only", ",".join(IN_PROCESS), "--out", str(out)]
-    proc = Popen(cmd, cwd=ROOT, stdout=log, stderr=STDOUT)
+    proc = Popen(
+        ["nice", "-n", "10", *BENCH, "--out", str(out)], cwd=ROOT, stdout=log, stderr=STDOUT
+    )
     return out, proc
 
 
-def check_tiny_table(out: Path, returncode: int, sections) -> None:
-    """The table at ``out`` has exactly the rows of ``sections`` at the tiny sizes, every
-    column, finite values, and the machine and command lines."""
-    assert returncode == 0, out.with_suffix(".log").read_text()[-2000:]
-    rows = bench.read_csv(out.with_suffix(".csv"))
+def tiny_rows(background_runs) -> list[dict]:
+    """The rows of the tiny table (once its process has finished without an error)."""
+    out, proc = background_runs
+    assert proc.wait(timeout=1800) == 0, out.with_suffix(".log").read_text()[-2000:]
+    return bench.read_csv(out.with_suffix(".csv"))
+
+
+def test_tiny_table_has_every_row_and_column(background_runs):
+    """Every row of every group at the tiny sizes, every column, finite values, and the machine
+    and command lines."""
+    out, _ = background_runs
+    rows = tiny_rows(background_runs)
     assert list(rows[0]) == list(bench.COLUMNS)
-    assert [(r["section"], r["row"]) for r in rows] == bench.expected_rows(bench.TINY, sections)
+    assert [(r["section"], r["row"]) for r in rows] == bench.expected_rows(bench.TINY)
     # lktd_ppl.scale is in: no row is pending
     assert [r["row"] for r in rows if r["status"] == bench.PENDING] == []
     for r in rows:
         assert math.isfinite(r["value"]) and math.isfinite(r["ratio"]), r
-        assert r["value"] > 0 or "slope" in r["row"], r
+        assert r["value"] > 0 or "slope" in r["row"] or r["unit"] == DIFFERENCE, r
     md = out.with_suffix(".md").read_text()
     assert "Command: `lktd experiment bench --tiny" in md
     for name in ("jax", "jaxlib", "numpyro", "blackjax"):
@@ -162,17 +165,21 @@ def check_tiny_table(out: Path, returncode: int, sections) -> None:
     assert csv_head[0].startswith("# command: lktd experiment bench --tiny")
 
 
-def test_tiny_table_of_the_in_process_rows(background_runs):
-    out, proc = background_runs
-    check_tiny_table(out, proc.wait(timeout=1800), IN_PROCESS)
-
-
-@pytest.mark.slow
-def test_tiny_table_has_every_row_and_column(tmp_path):
-    out = tmp_path / "bench"
-    with out.with_suffix(".log").open("w") as log:
-        proc = subprocess.run([*BENCH, "--out", str(out)], cwd=ROOT, stdout=log, stderr=STDOUT)
-    check_tiny_table(out, proc.returncode, bench.SECTIONS)
+def test_split_runs_give_each_seed_the_one_device_numbers(background_runs):
+    """The tiny table's runs on 2 forced host devices and on a 2-process jax.distributed job
+    (gloo over 127.0.0.1; 4 seeds of the paper preset, 2 a device or a process) repeat, seed by
+    seed, every array of the one-device run's results to the bit; and the table says so."""
+    rows = tiny_rows(background_runs)
+    compared = {r["row"]: r["value"] for r in rows if r["unit"] == DIFFERENCE}
+    assert compared == {
+        "2 forced host devices: per-seed results against 1 device": 0.0,
+        "2 processes: per-seed results against 1 device": 0.0,
+    }
+    md = background_runs[0].with_suffix(".md").read_text()
+    assert (
+        "| 2 processes: per-seed results against 1 device (max abs difference) | 0 | <= 0 | yes |"
+        in md
+    )
 
 
 def test_readme_quotes_the_committed_bench_table():

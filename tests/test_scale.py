@@ -1,7 +1,9 @@
-"""Seeds split over devices and processes (lktd_ppl.scale): the same per-seed numbers as one
-device, on forced host devices and on a two-process jax.distributed job (gloo over 127.0.0.1), in
-subprocesses started at the beginning of the session (tests/scale_job.py); a seed's chains split
-over devices (tests/chain_job.py); and the one-line errors.
+"""Seeds and chains split over devices and processes (lktd_ppl.scale): a seed's chains split over
+2 forced host devices, in a subprocess started at the beginning of the session
+(tests/chain_job.py); a gymnax task's seeds over 2 devices (slow; tests/scale_job.py); and the
+one-line errors.  The escape room's seeds split over 2 forced host devices and over a
+two-process jax.distributed job are checked against one device by the benchmark's tiny table
+(tests/test_bench.py), which runs those splits for its devices rows.
 """
 
 from __future__ import annotations
@@ -21,23 +23,13 @@ from lktd_ppl.study.command import without
 
 JOB = str(Path(__file__).with_name("scale_job.py"))
 CHAIN_JOB = str(Path(__file__).with_name("chain_job.py"))
-LAUNCH = (
-    "import sys; from lktd_ppl import scale; sys.exit(scale.launch(2, sys.argv[1:], program={}))"
-)
 
 
 def start_background_runs(tmp_path_factory):
-    """The subprocesses' saved arrays, one after another in a thread (the later one reads the
-    earlier one's programs from the compilation cache): 2 forced host devices, then 2
-    processes; 4 seeds each, DQN with 8 hidden units, 1000 steps."""
+    """The subprocess's saved arrays, in a thread: a seed's 4 chains stepped on one device and
+    split over 2 forced host devices."""
     base = tmp_path_factory.mktemp("scale")
-    job = [sys.executable, JOB]
-    runs = {
-        "devices": [*job, str(base / "devices.npz"), "dqn", "escape", "2"],
-        "processes": [sys.executable, "-c", LAUNCH.format(job), str(base / "processes.npz")]
-        + ["dqn", "escape"],
-        "chains": [sys.executable, CHAIN_JOB, str(base / "chains.npz")],
-    }
+    runs = {"chains": [sys.executable, CHAIN_JOB, str(base / "chains.npz")]}
 
     def run_all() -> dict:
         done = {}
@@ -71,22 +63,12 @@ def check_equal(compared: list) -> None:
         np.testing.assert_array_equal(plain, split, err_msg=key)
 
 
-def test_two_devices_give_each_seed_the_one_device_numbers(background_runs):
-    check_equal(pairs(result(background_runs, "devices"), "plain", "split"))
-
-
 @pytest.mark.slow
 def test_two_devices_on_a_gymnax_task_give_each_seed_the_one_device_numbers(tmp_path):
     path = tmp_path / "control.npz"
     subprocess.run([sys.executable, JOB, str(path), "dqn", "CartPole-v1", "2"], check=True)
     with np.load(path) as z:
         check_equal(pairs({k: z[k] for k in z.files}, "plain", "split"))
-
-
-def test_two_processes_give_each_seed_the_one_process_numbers(background_runs):
-    one = result(background_runs, "devices")  # its plain path: one device, one process
-    two = result(background_runs, "processes")
-    check_equal(pairs({**one, **two}, "plain", "split"))
 
 
 def test_split_chains_step_as_on_one_device_to_float32_rounding(background_runs):
@@ -135,6 +117,35 @@ def test_chains_and_seeds_are_not_split_together():
         "chain_devices 2 with the seeds split too (--devices 2, 1 process(es)): split the "
         "seeds or the chains, not both"
     )
+
+
+def test_per_seed_arrays_and_their_largest_difference():
+    """What the benchmark compares a split run by (its devices rows): every results array and
+    the learner's state, by path; 0 only when equal to the bit (NaN matching NaN)."""
+    from types import SimpleNamespace
+
+    results = {
+        "metrics": {"mse": np.array([[0.5, np.nan]]), "coverage": np.array([[0.9, 0.95]])},
+        "episodes": np.array([[3.0, 4.0]]),
+        "state": SimpleNamespace(learner={"position": np.ones((1, 3))}, key=np.zeros(1)),
+        "config": {"total_steps": 10},
+        "wall_time": 1.0,
+    }
+    got = scale.per_seed_arrays(results)
+    assert sorted(got) == [
+        "['episodes']",
+        "['learner']['position']",
+        "['metrics']['coverage']",
+        "['metrics']['mse']",
+    ]
+    assert scale.largest_difference(got, got) == 0.0
+    moved = {**got, "['learner']['position']": np.array([[1.0, 1.0, 1.25]])}
+    assert scale.largest_difference(got, moved) == 0.25
+    nan_where_value = {**got, "['metrics']['mse']": np.array([[np.nan, np.nan]])}
+    assert scale.largest_difference(got, nan_where_value) == np.inf
+    assert scale.largest_difference(got, {k: got[k] for k in list(got)[1:]}) == np.inf
+    reshaped = {**got, "['episodes']": np.array([3.0, 4.0])}
+    assert scale.largest_difference(got, reshaped) == np.inf
 
 
 def test_split_problem_names_seeds_devices_and_processes():

@@ -60,6 +60,7 @@ from lktd_ppl.study.bench_table import (
 from lktd_ppl.study.bench_table import (
     DEVICE_ROWS,
     SECTIONS,
+    SPLIT_ROWS,
     machine,
     row,
     write_tables,
@@ -347,6 +348,7 @@ def expected_rows(sizes: Sizes, sections: Iterable[str] = SECTIONS) -> list[tupl
         out += [("chains", f"{m} chain(s)") for m in sizes.chain_counts]
     if "devices" in chosen:
         out += [("devices", name) for name in DEVICE_ROWS]
+        out += [("devices", f"{name}: per-seed results against 1 device") for name in SPLIT_ROWS]
         m = sizes.chain_counts[-1]
         out += [
             ("devices", f"{m} chains, 1 device"),

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lktd_ppl.study.bench_table import DEVICE_ROWS, PENDING, Sizes, row
+from lktd_ppl.study.bench_table import DEVICE_ROWS, PENDING, SPLIT_ROWS, Sizes, row
 
 # ---- timing helpers
 
@@ -92,6 +92,7 @@ def sharding_available() -> bool:
 
 SHARDED_RUN = """
 import json, sys, time
+import numpy as np
 from lktd_ppl import compile_cache, scale
 devices = {devices}
 if devices > 1:
@@ -102,18 +103,21 @@ import jax
 from lktd_ppl.config import build_spec
 from lktd_ppl.training import make_train
 
-def seconds(train, keys):
+def seconds(train, keys, save=None):
     jax.block_until_ready(train(keys, progress=False)["episodes"])  # compile
     t = time.perf_counter()
-    jax.block_until_ready(train(keys, progress=False)["episodes"])
-    return time.perf_counter() - t
+    results = jax.block_until_ready(train(keys, progress=False))
+    spent = time.perf_counter() - t
+    if save and scale.is_main_process():  # every seed's numbers, gathered on every process
+        np.savez(save, **scale.per_seed_arrays(results))
+    return spent
 
 def spec(steps, **agent):
     config = {{"agent": {{"compat": False, **agent}}}}
     return build_spec(algo="lktd", preset="paper", config=config, steps=steps)
 
 keys = jax.random.split(jax.random.key(0), {seeds})
-out = {{"seconds": seconds(make_train(spec({steps}), devices=devices), keys)}}
+out = {{"seconds": seconds(make_train(spec({steps}), devices=devices), keys, {save!r})}}
 if {chains}:  # one seed's chains split over this process's devices (chain_devices)
     split = spec({chain_steps}, num_chains={chains}, chain_devices=devices)
     out["chains"] = seconds(make_train(split), jax.random.key(0)[None])
@@ -121,16 +125,20 @@ print(json.dumps(out))
 """
 
 
-def sharded_run(sizes: Sizes, devices: int, processes: int, chains: int = 0) -> dict:
+def sharded_run(
+    sizes: Sizes, devices: int, processes: int, chains: int = 0, save: str | None = None
+) -> dict:
     """Wall seconds of the compiled second call of ``device_seeds`` escape runs sharded over
     ``devices`` forced host devices in each of ``processes`` local processes (jax.distributed
     over 127.0.0.1 when more than one; then process i pinned to core i where there are enough;
     a single process runs unpinned): ``{"seconds": s}``; with ``chains``, also one seed's
     ``chains`` chains split over the ``devices`` (``chain_devices``), in the same process,
-    compiled: ``{"chains": s}``."""
+    compiled: ``{"chains": s}``.  ``save``: an ``.npz`` path for that call's
+    :func:`~lktd_ppl.scale.per_seed_arrays`."""
     import socket
 
     code = SHARDED_RUN.format(
+        save=save,
         devices=devices,
         steps=sizes.device_steps,
         seeds=sizes.device_seeds,
@@ -190,23 +198,41 @@ def chain_split_rows(sizes: Sizes, one: float, split: float) -> list[dict]:
 
 def bench_devices(sizes: Sizes) -> list[dict]:
     """The same seeds in one process (vmapped, and one after another), on 2 forced host devices
-    and on 2 processes; ratio: throughput over the fastest single-process way.  Without the
-    sharded paths (``lktd_ppl.scale``) their rows are pending (NaN)."""
+    and on 2 processes; ratio: throughput over the fastest single-process way.  The split runs'
+    per-seed results against the vmapped run's: the largest absolute difference over every
+    array (0: equal to the bit).  Without the sharded paths (``lktd_ppl.scale``) their rows are
+    pending (NaN)."""
+    import tempfile
+
     import jax
+
+    from lktd_ppl import scale
 
     k = sizes.device_seeds
     train = escape_train(sizes.device_steps)
     keys = jax.random.split(jax.random.key(0), k)
     time_call(train, keys, progress=False)  # compile
-    vmapped = time_call(train, keys, progress=False)
+    t = time.perf_counter()
+    plain = scale.per_seed_arrays(jax.block_until_ready(train(keys, progress=False)))
+    vmapped = time.perf_counter() - t
     time_call(train, keys[:1], progress=False)  # compile
     one_by_one = sum(time_call(train, keys[i : i + 1], progress=False) for i in range(k))
     seconds = {"1 device, vmapped": vmapped, "1 device, one after another": one_by_one}
+    differences = {}
     split = math.nan
     if sharding_available():
-        two = sharded_run(sizes, devices=2, processes=1, chains=sizes.chain_counts[-1])
-        seconds["2 forced host devices"], split = two["seconds"], two["chains"]
-        seconds["2 processes"] = sharded_run(sizes, devices=1, processes=2)["seconds"]
+        with tempfile.TemporaryDirectory(prefix="lktd_bench_") as tmp:
+            devices, processes = SPLIT_ROWS
+            saved = {devices: os.path.join(tmp, "devices.npz")}
+            saved[processes] = os.path.join(tmp, "processes.npz")
+            m = sizes.chain_counts[-1]
+            two = sharded_run(sizes, devices=2, processes=1, chains=m, save=saved[devices])
+            seconds[devices], split = two["seconds"], two["chains"]
+            two = sharded_run(sizes, devices=1, processes=2, save=saved[processes])
+            seconds[processes] = two["seconds"]
+            for name, path in saved.items():
+                with np.load(path) as z:
+                    differences[name] = scale.largest_difference(plain, dict(z))
     # one seed's chains on this process's one device (the chains rows' program)
     chains = escape_train(sizes.chain_steps, num_chains=sizes.chain_counts[-1])
     time_call(chains, jax.random.key(0)[None], progress=False)  # compile (or cache read)
@@ -228,6 +254,20 @@ def bench_devices(sizes: Sizes) -> list[dict]:
                 fastest / t,
                 "fastest single-process",
                 status,
+            )
+        )
+    for name in SPLIT_ROWS:
+        d = differences.get(name, math.nan)
+        rows.append(
+            row(
+                "devices",
+                f"{name}: per-seed results against 1 device",
+                f"{k} seeds x {sizes.device_steps:,} steps, every array of the results",
+                d,
+                "max abs difference",
+                d,
+                "1 device, vmapped",
+                PENDING if math.isnan(d) else "measured",
             )
         )
     return rows + chain_split_rows(sizes, one_device, split)
