@@ -213,8 +213,9 @@ def bench_devices(sizes: Sizes) -> list[dict]:
     keys = jax.random.split(jax.random.key(0), k)
     time_call(train, keys, progress=False)  # compile
     t = time.perf_counter()
-    plain = scale.per_seed_arrays(jax.block_until_ready(train(keys, progress=False)))
+    results = jax.block_until_ready(train(keys, progress=False))
     vmapped = time.perf_counter() - t
+    plain = scale.per_seed_arrays(results)
     time_call(train, keys[:1], progress=False)  # compile
     one_by_one = sum(time_call(train, keys[i : i + 1], progress=False) for i in range(k))
     seconds = {"1 device, vmapped": vmapped, "1 device, one after another": one_by_one}
