@@ -314,21 +314,28 @@ def per_seed_arrays(results: dict) -> dict[str, Any]:
     return {jax.tree_util.keystr(p): np.asarray(v) for p, v in leaves if np.ndim(v) > 0}
 
 
-def largest_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
-    """The largest absolute difference between two :func:`per_seed_arrays` (0.0: equal to the
-    bit, NaN where both are NaN counting as equal); ``inf`` if their names or shapes differ."""
+def differences(a: dict[str, Any], b: dict[str, Any]) -> dict[str, float]:
+    """Each array of two :func:`per_seed_arrays` that is not equal to the bit (NaN matching NaN),
+    by name: its largest absolute difference relative to the largest magnitude in ``a``'s array
+    (``inf`` where a name is missing, the shapes differ, or only one side is NaN)."""
     import numpy as np
 
-    if a.keys() != b.keys() or any(np.shape(a[k]) != np.shape(b[k]) for k in a):
-        return float("inf")
-    worst = 0.0
-    for k in a:
+    out = {}
+    for k in a.keys() | b.keys():
+        if k not in a or k not in b or np.shape(a[k]) != np.shape(b[k]):
+            out[k] = float("inf")
+            continue
         x, y = np.asarray(a[k], np.float64), np.asarray(b[k], np.float64)
         same = (x == y) | (np.isnan(x) & np.isnan(y))
-        if not same.all():
-            diff = np.abs(x - y)[~same]
-            worst = max(worst, float(np.max(np.where(np.isnan(diff), np.inf, diff))))
-    return worst
+        if same.all():
+            continue
+        diff = np.abs(x - y)[~same]
+        if np.isnan(diff).any():
+            out[k] = float("inf")
+            continue
+        scale = np.nanmax(np.abs(x)) if np.isfinite(x).any() else 0.0
+        out[k] = float(np.max(diff) / scale) if scale > 0 else float("inf")
+    return out
 
 
 def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:

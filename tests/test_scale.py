@@ -119,15 +119,16 @@ def test_chains_and_seeds_are_not_split_together():
     )
 
 
-def test_per_seed_arrays_and_their_largest_difference():
+def test_per_seed_arrays_and_their_differences():
     """What the benchmark compares a split run by (its devices rows): every results array and
-    the learner's state, by path; 0 only when equal to the bit (NaN matching NaN)."""
+    the learner's state, by path; the arrays not equal to the bit (NaN matching NaN), each with
+    its largest difference relative to its largest magnitude."""
     from types import SimpleNamespace
 
     results = {
         "metrics": {"mse": np.array([[0.5, np.nan]]), "coverage": np.array([[0.9, 0.95]])},
         "episodes": np.array([[3.0, 4.0]]),
-        "state": SimpleNamespace(learner={"position": np.ones((1, 3))}, key=np.zeros(1)),
+        "state": SimpleNamespace(learner={"position": np.ones((1, 4))}, key=np.zeros(1)),
         "config": {"total_steps": 10},
         "wall_time": 1.0,
     }
@@ -138,14 +139,16 @@ def test_per_seed_arrays_and_their_largest_difference():
         "['metrics']['coverage']",
         "['metrics']['mse']",
     ]
-    assert scale.largest_difference(got, got) == 0.0
-    moved = {**got, "['learner']['position']": np.array([[1.0, 1.0, 1.25]])}
-    assert scale.largest_difference(got, moved) == 0.25
+    assert scale.differences(got, got) == {}
+    moved = {**got, "['learner']['position']": np.array([[1.0, 1.0, 1.25, -2.0]])}
+    assert scale.differences(moved, got) == {"['learner']['position']": 1.5}  # 3 / max |x| 2
     nan_where_value = {**got, "['metrics']['mse']": np.array([[np.nan, np.nan]])}
-    assert scale.largest_difference(got, nan_where_value) == np.inf
-    assert scale.largest_difference(got, {k: got[k] for k in list(got)[1:]}) == np.inf
+    assert scale.differences(got, nan_where_value) == {"['metrics']['mse']": np.inf}
+    assert scale.differences(got, {k: got[k] for k in got if k != "['episodes']"}) == {
+        "['episodes']": np.inf
+    }
     reshaped = {**got, "['episodes']": np.array([3.0, 4.0])}
-    assert scale.largest_difference(got, reshaped) == np.inf
+    assert scale.differences(got, reshaped) == {"['episodes']": np.inf}
 
 
 def test_split_problem_names_seeds_devices_and_processes():

@@ -196,12 +196,32 @@ def chain_split_rows(sizes: Sizes, one: float, split: float) -> list[dict]:
     ]
 
 
+def comparison_row(
+    name: str, differing: dict[str, float] | None, arrays: int, sizes: Sizes
+) -> dict:
+    """The row of split run ``name``'s per-seed results against the one-device run's: the
+    largest relative difference over every array (0: all equal to the bit), and which arrays
+    are not equal to the bit; ``differing`` None: not run (pending)."""
+    worst = math.nan if differing is None else max(differing.values(), default=0.0)
+    which = ", ".join(sorted(differing or {})) or "none"
+    return row(
+        "devices",
+        f"{name}: per-seed results against 1 device",
+        f"{sizes.device_seeds} seeds x {sizes.device_steps:,} steps; arrays not equal to the bit: "
+        f"{len(differing or {})} of {arrays} ({which})",
+        worst,
+        "max relative difference",
+        worst,
+        "1 device, vmapped",
+        PENDING if differing is None else "measured",
+    )
+
+
 def bench_devices(sizes: Sizes) -> list[dict]:
     """The same seeds in one process (vmapped, and one after another), on 2 forced host devices
     and on 2 processes; ratio: throughput over the fastest single-process way.  The split runs'
-    per-seed results against the vmapped run's: the largest absolute difference over every
-    array (0: equal to the bit).  Without the sharded paths (``lktd_ppl.scale``) their rows are
-    pending (NaN)."""
+    per-seed results against the vmapped run's (:func:`comparison_row`).  Without the sharded
+    paths (``lktd_ppl.scale``) their rows are pending (NaN)."""
     import tempfile
 
     import jax
@@ -219,7 +239,7 @@ def bench_devices(sizes: Sizes) -> list[dict]:
     time_call(train, keys[:1], progress=False)  # compile
     one_by_one = sum(time_call(train, keys[i : i + 1], progress=False) for i in range(k))
     seconds = {"1 device, vmapped": vmapped, "1 device, one after another": one_by_one}
-    differences = {}
+    compared: dict[str, dict[str, float]] = {}  # split run -> arrays not equal to the bit
     split = math.nan
     if sharding_available():
         with tempfile.TemporaryDirectory(prefix="lktd_bench_") as tmp:
@@ -233,7 +253,7 @@ def bench_devices(sizes: Sizes) -> list[dict]:
             seconds[processes] = two["seconds"]
             for name, path in saved.items():
                 with np.load(path) as z:
-                    differences[name] = scale.largest_difference(plain, dict(z))
+                    compared[name] = scale.differences(plain, dict(z))
     # one seed's chains on this process's one device (the chains rows' program)
     chains = escape_train(sizes.chain_steps, num_chains=sizes.chain_counts[-1])
     time_call(chains, jax.random.key(0)[None], progress=False)  # compile (or cache read)
@@ -258,19 +278,7 @@ def bench_devices(sizes: Sizes) -> list[dict]:
             )
         )
     for name in SPLIT_ROWS:
-        d = differences.get(name, math.nan)
-        rows.append(
-            row(
-                "devices",
-                f"{name}: per-seed results against 1 device",
-                f"{k} seeds x {sizes.device_steps:,} steps, every array of the results",
-                d,
-                "max abs difference",
-                d,
-                "1 device, vmapped",
-                PENDING if math.isnan(d) else "measured",
-            )
-        )
+        rows.append(comparison_row(name, compared.get(name), len(plain), sizes))
     return rows + chain_split_rows(sizes, one_device, split)
 
 
