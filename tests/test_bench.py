@@ -224,5 +224,15 @@ def test_readme_quotes_the_committed_bench_table():
     slope = next(r["value"] for r in xeon if r["row"] == "lktd slope in p, p >= 1e5")
     two = [next(r["ratio"] for r in xeon if r["row"] == n) for n in bench.SPLIT_ROWS]
     quoted += [f"{slope:.2f} on the Xeon", f"{two[0]:.2f}x and {two[1]:.2f}x on the Xeon"]
+    # and from the three repeats of the scaling group on this machine
+    repeats = sorted((ROOT / "experiments" / "results" / "bench_repeats").glob("*.csv"))
+    slopes = {
+        f"{r['value']:.2f}"
+        for path in repeats
+        for r in bench.read_csv(path)
+        if r["row"] == "lktd slope in p, p >= 1e5"
+    }
+    assert len(repeats) == 3 and len(slopes) == 1
+    quoted.append(f"{slopes.pop()} in each of three repeats")
     for text in quoted:
         assert text in readme, text
