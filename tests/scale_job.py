@@ -1,7 +1,6 @@
 """A tiny run for tests/test_scale.py, in a subprocess: ``python tests/scale_job.py OUT.npz ALGO
-ENV [DEVICES]``.  With DEVICES, it runs the plain path and the seeds split over DEVICES forced host
-devices in one process (``plain_*`` and ``split_*``); under ``lktd_ppl.scale.launch`` (the
-``LKTD_*`` variables), the seeds split over the job's processes (process 0 saves ``split_*``)."""
+ENV DEVICES`` runs the plain path and the seeds split over DEVICES forced host devices in one
+process, and saves both runs' per-seed arrays (``plain *`` and ``split *``)."""
 
 from __future__ import annotations
 
@@ -18,10 +17,8 @@ CONTROL = ["control.eval_every=500", "control.train_start=200", "control.buffer_
 CONTROL += ["control.batch_size=20", "control.eval_episodes=2", "control.best_eval_episodes=2"]
 
 
-def main(out: str, algo: str, env: str, devices: int | None) -> None:
-    if devices:
-        scale.force_host_devices(devices)
-    scale.initialize_from_env()
+def main(out: str, algo: str, env: str, devices: int) -> None:
+    scale.force_host_devices(devices)
     import jax
 
     from lktd_ppl import training
@@ -31,13 +28,11 @@ def main(out: str, algo: str, env: str, devices: int | None) -> None:
     spec = build_spec(algo=algo, env=env, steps=1000, seeds=SEEDS, sets=sets)
     keys = jax.numpy.stack([jax.random.key(s) for s in spec.seed_list])
     saved = {}
-    runs = [("plain", None), ("split", devices)] if devices else [("split", None)]
-    for name, n in runs:
+    for name, n in (("plain", None), ("split", devices)):
         res = training.make_train(spec, devices=n)(keys, progress=False)
         saved.update({f"{name} {k}": v for k, v in scale.per_seed_arrays(res).items()})
-    if scale.is_main_process():
-        np.savez(out, **saved)
+    np.savez(out, **saved)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]) if len(sys.argv) > 4 else None)
+    main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
